@@ -1,0 +1,21 @@
+"""optax-lopt: learned optimizers that speak optax.
+
+References:
+  Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
+  mechanisms", arXiv 2011.02159.
+"""
+
+from optax_lopt.architectures.learnable import LearnableAdam, LearnableSGDM
+from optax_lopt.base import LearnedOptimizer, MetaParams, architecture, architectures, from_config
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LearnableAdam",
+    "LearnableSGDM",
+    "LearnedOptimizer",
+    "MetaParams",
+    "architecture",
+    "architectures",
+    "from_config",
+]
