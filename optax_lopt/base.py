@@ -99,9 +99,7 @@ def architecture(name: str) -> type[LearnedOptimizer]:
       ValueError: if no architecture has that name.
     """
     if name not in _ARCHITECTURES:
-        raise ValueError(
-            f"architecture: expected one of {sorted(_ARCHITECTURES)}, got {name!r}."
-        )
+        raise ValueError(f"architecture: expected one of {sorted(_ARCHITECTURES)}, got {name!r}.")
     return _ARCHITECTURES[name]
 
 
