@@ -143,12 +143,16 @@ class ComponentwiseRNN(LearnedOptimizer):
 
         def update_fn(updates, state, params=None, *, value=None, **extra_args):
             del value, extra_args
-            outs = jax.tree.map(leaf_step, updates, *state.carry)
-            treedef = jax.tree.structure(updates)
-            per_output = jax.tree.transpose(
-                treedef, jax.tree.structure((0,) * (1 + cell.num_carries)), outs
+            leaves, treedef = jax.tree.flatten(updates)
+            carry_leaves = [treedef.flatten_up_to(c) for c in state.carry]
+            outs = [
+                leaf_step(g, *c)
+                for g, c in zip(leaves, zip(*carry_leaves, strict=True), strict=True)
+            ]
+            new_updates = treedef.unflatten([o[0] for o in outs])
+            carry = tuple(
+                treedef.unflatten([o[k + 1] for o in outs]) for k in range(cell.num_carries)
             )
-            new_updates, *carry = per_output
             reference = updates if params is None else params
             return _numerics.cast_like(new_updates, reference), ComponentwiseRNNState(tuple(carry))
 
