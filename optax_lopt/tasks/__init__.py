@@ -1,3 +1,31 @@
-"""Tasks and task families for meta-training and evaluation."""
+"""Tasks and task families for meta-training and evaluation.
 
-__all__: list[str] = []
+``family(name, **kwargs)`` builds a family; ``jax.vmap(family.sample)(keys)`` draws a batch of
+`Task` instances; ``task.init(key)`` and ``task.loss(params, key)`` are pure and vmappable.
+"""
+
+from optax_lopt.tasks.base import Task, TaskFamily
+from optax_lopt.tasks.digits_conv import DigitsConv
+from optax_lopt.tasks.digits_mlp import DigitsMLP
+from optax_lopt.tasks.linear_regression import LinearRegression
+from optax_lopt.tasks.quadratic import Quadratic
+from optax_lopt.tasks.registry import family, family_names
+from optax_lopt.tasks.reparameterized import Reparameterized, reparameterize
+from optax_lopt.tasks.rosenbrock import Rosenbrock
+from optax_lopt.tasks.two_moons import TwoMoons, make_moons
+
+__all__ = [
+    "DigitsConv",
+    "DigitsMLP",
+    "LinearRegression",
+    "Quadratic",
+    "Reparameterized",
+    "Rosenbrock",
+    "Task",
+    "TaskFamily",
+    "TwoMoons",
+    "family",
+    "family_names",
+    "make_moons",
+    "reparameterize",
+]

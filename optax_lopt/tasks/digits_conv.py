@@ -1,0 +1,90 @@
+"""A small convnet on scikit-learn's digits, channels and batch size sampled per instance."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from optax_lopt.tasks import _digits
+from optax_lopt.tasks.base import TaskFamily, check_choices, check_positive_int
+
+
+class _MaskedConvNet(nn.Module):
+    channels: int
+    num_layers: int
+
+    @nn.compact
+    def __call__(self, x, masks):
+        x = x[..., None]
+        for i in range(self.num_layers):
+            x = nn.relu(nn.Conv(self.channels, (3, 3), padding="SAME")(x)) * masks[i]
+            x = nn.avg_pool(x, (2, 2), strides=(2, 2), padding="SAME")
+        x = jnp.mean(x, axis=(1, 2))
+        return nn.Dense(_digits.NUM_CLASSES)(x)
+
+
+@dataclasses.dataclass(frozen=True)
+class DigitsConv(TaskFamily):
+    """3x3 ReLU convnet (each conv followed by 2x2 average pooling, then global average
+    pooling and a linear classifier) on scikit-learn's bundled 8x8 digits.
+
+    Data and split as `DigitsMLP`. Distribution per instance: the channel count of each of the
+    ``num_layers`` conv layers uniform over ``channels``, the batch size uniform over
+    ``batch_sizes``; initial weights from the ``Task.init`` key (flax defaults). Instances stay
+    vmappable by masking: every network has ``max(channels)`` channels per layer and channels
+    beyond the sampled count are zeroed; minibatches draw ``max(batch_sizes)`` indices of which
+    the first ``batch_size`` count. Loss: mean softmax cross-entropy; validation loss on the
+    whole validation split.
+
+    Args:
+      channels: candidate channel counts.
+      num_layers: number of conv layers.
+      batch_sizes: candidate batch sizes.
+      num_steps: default inner horizon.
+
+    References:
+      Metz et al., "Understanding and correcting pathologies in the training of learned
+      optimizers", arXiv 1810.10180.
+    """
+
+    channels: tuple[int, ...] = (8, 16, 32)
+    num_layers: int = 2
+    batch_sizes: tuple[int, ...] = (32, 64, 128)
+    num_steps: int = 200
+
+    def __post_init__(self) -> None:
+        check_choices("channels", self.channels)
+        check_positive_int("num_layers", self.num_layers)
+        check_choices("batch_sizes", self.batch_sizes)
+        check_positive_int("num_steps", self.num_steps)
+
+    @property
+    def _net(self) -> _MaskedConvNet:
+        return _MaskedConvNet(max(self.channels), self.num_layers)
+
+    def sample_data(self, key: chex.PRNGKey) -> dict[str, jax.Array]:
+        kw, kb = jax.random.split(key)
+        return {
+            "masks": _digits.sample_width_masks(kw, self.channels, self.num_layers),
+            "batch_size": _digits.sample_batch_size(kb, self.batch_sizes),
+        }
+
+    def init_params(self, data, key):
+        x = jnp.zeros((1, 8, 8), jnp.float32)
+        return self._net.init(key, x, data["masks"])["params"]
+
+    def _logits_fn(self, data, params):
+        return lambda x: self._net.apply({"params": params}, x, data["masks"])
+
+    def loss_fn(self, data, params, key):
+        return _digits.train_minibatch_loss(
+            self._logits_fn(data, params), data["batch_size"], max(self.batch_sizes), key
+        )
+
+    def validation_loss_fn(self, data, params, key):
+        del key
+        return _digits.validation_loss(self._logits_fn(data, params))

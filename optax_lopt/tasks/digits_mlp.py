@@ -1,0 +1,88 @@
+"""An MLP on scikit-learn's digits, widths and batch size sampled per instance."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from optax_lopt.tasks import _digits
+from optax_lopt.tasks.base import TaskFamily, check_choices, check_positive_int
+
+
+class _MaskedMLP(nn.Module):
+    width: int
+    num_layers: int
+
+    @nn.compact
+    def __call__(self, x, masks):
+        x = x.reshape(x.shape[0], -1)
+        for i in range(self.num_layers):
+            x = nn.relu(nn.Dense(self.width)(x)) * masks[i]
+        return nn.Dense(_digits.NUM_CLASSES)(x)
+
+
+@dataclasses.dataclass(frozen=True)
+class DigitsMLP(TaskFamily):
+    """ReLU MLP classifying scikit-learn's bundled 8x8 digits (no download).
+
+    Data: the 1797 images (pixels scaled to [0, 1]) shuffled once with seed 0; 80% train, 20%
+    validation. Distribution per instance: each of the ``num_layers`` hidden widths uniform
+    over ``widths``, the batch size uniform over ``batch_sizes``; initial weights from the
+    ``Task.init`` key (flax defaults). To keep instances vmappable every network has
+    ``max(widths)`` units per layer and units beyond the sampled width are masked to zero (so
+    their weights get zero gradient), and every minibatch draws ``max(batch_sizes)`` training
+    indices (uniform, with replacement, from the loss key) of which the first ``batch_size``
+    count. Loss: mean softmax cross-entropy. Validation loss: on the whole validation split.
+
+    Args:
+      widths: candidate hidden widths.
+      num_layers: number of hidden layers.
+      batch_sizes: candidate batch sizes.
+      num_steps: default inner horizon.
+
+    References:
+      Metz et al., "Understanding and correcting pathologies in the training of learned
+      optimizers", arXiv 1810.10180.
+    """
+
+    widths: tuple[int, ...] = (16, 32, 64)
+    num_layers: int = 2
+    batch_sizes: tuple[int, ...] = (32, 64, 128)
+    num_steps: int = 200
+
+    def __post_init__(self) -> None:
+        check_choices("widths", self.widths)
+        check_positive_int("num_layers", self.num_layers)
+        check_choices("batch_sizes", self.batch_sizes)
+        check_positive_int("num_steps", self.num_steps)
+
+    @property
+    def _net(self) -> _MaskedMLP:
+        return _MaskedMLP(max(self.widths), self.num_layers)
+
+    def sample_data(self, key: chex.PRNGKey) -> dict[str, jax.Array]:
+        kw, kb = jax.random.split(key)
+        return {
+            "masks": _digits.sample_width_masks(kw, self.widths, self.num_layers),
+            "batch_size": _digits.sample_batch_size(kb, self.batch_sizes),
+        }
+
+    def init_params(self, data, key):
+        x = jnp.zeros((1, 8, 8), jnp.float32)
+        return self._net.init(key, x, data["masks"])["params"]
+
+    def _logits_fn(self, data, params):
+        return lambda x: self._net.apply({"params": params}, x, data["masks"])
+
+    def loss_fn(self, data, params, key):
+        return _digits.train_minibatch_loss(
+            self._logits_fn(data, params), data["batch_size"], max(self.batch_sizes), key
+        )
+
+    def validation_loss_fn(self, data, params, key):
+        del key
+        return _digits.validation_loss(self._logits_fn(data, params))

@@ -1,0 +1,60 @@
+"""Lookup of task families by name."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from optax_lopt.tasks.base import TaskFamily
+from optax_lopt.tasks.digits_conv import DigitsConv
+from optax_lopt.tasks.digits_mlp import DigitsMLP
+from optax_lopt.tasks.linear_regression import LinearRegression
+from optax_lopt.tasks.quadratic import Quadratic
+from optax_lopt.tasks.reparameterized import Reparameterized
+from optax_lopt.tasks.rosenbrock import Rosenbrock
+from optax_lopt.tasks.two_moons import TwoMoons
+
+_FAMILIES: dict[str, type[TaskFamily]] = {
+    "linear_regression": LinearRegression,
+    "rosenbrock": Rosenbrock,
+    "two_moons": TwoMoons,
+    "quadratic": Quadratic,
+    "digits_mlp": DigitsMLP,
+    "digits_conv": DigitsConv,
+}
+
+
+def family_names() -> tuple[str, ...]:
+    """Names accepted by :func:`family`, sorted."""
+    return tuple(sorted(_FAMILIES))
+
+
+def family(name: str, *, reparameterize: bool | tuple[float, float] = False, **kwargs: Any):
+    """Builds a task family by name.
+
+    Args:
+      name: one of ``family_names()``: "digits_conv", "digits_mlp", "linear_regression",
+        "quadratic", "rosenbrock", "two_moons".
+      reparameterize: if True (or a ``(low, high)`` scale range) wrap the family in
+        `Reparameterized` (random per-tensor scales, default range ``(1e-2, 1e2)``).
+      **kwargs: the family's constructor arguments (e.g. ``dim=10``, ``num_steps=50``).
+
+    Returns:
+      A `TaskFamily`.
+
+    Raises:
+      ValueError: for an unknown name or arguments the family does not take.
+    """
+    if name not in _FAMILIES:
+        raise ValueError(f"name: expected one of {list(family_names())}, got {name!r}.")
+    cls = _FAMILIES[name]
+    try:
+        fam = cls(**kwargs)
+    except TypeError as err:
+        raise ValueError(
+            f"kwargs: arguments {sorted(kwargs)} do not fit task family {name!r}: {err}"
+        ) from err
+    if reparameterize is True:
+        return Reparameterized(fam)
+    if reparameterize is not False:
+        return Reparameterized(fam, tuple(reparameterize))
+    return fam
