@@ -1,11 +1,39 @@
 """Meta-training: inner unrolls, gradient estimators, the meta-trainer."""
 
+from optax_lopt.meta.base import EstimatorState, GradientEstimator
 from optax_lopt.meta.checkpoint import Checkpointer
+from optax_lopt.meta.es import ES
+from optax_lopt.meta.estimators import estimator, estimator_names
+from optax_lopt.meta.full_bptt import FullBPTT, WholeUnrollState
+from optax_lopt.meta.hybrid import Hybrid
+from optax_lopt.meta.meta_losses import META_LOSS_NAMES, MetaLoss, meta_loss
 from optax_lopt.meta.metrics_log import read_metrics
+from optax_lopt.meta.pes import PES, PESState
 from optax_lopt.meta.sharding import TASK_AXIS, task_mesh, task_shardings
 from optax_lopt.meta.trainer import MetaTrainer, TrainState
+from optax_lopt.meta.truncated_bptt import TruncatedBPTT
+from optax_lopt.meta.truncated_es import TruncatedES
+from optax_lopt.meta.unroll import Trajectory, UnrollState
 
 __all__: list[str] = [
+    # estimators, unrolls, meta-losses
+    "ES",
+    "EstimatorState",
+    "FullBPTT",
+    "GradientEstimator",
+    "Hybrid",
+    "META_LOSS_NAMES",
+    "MetaLoss",
+    "PES",
+    "PESState",
+    "Trajectory",
+    "TruncatedBPTT",
+    "TruncatedES",
+    "UnrollState",
+    "WholeUnrollState",
+    "estimator",
+    "estimator_names",
+    "meta_loss",
     # meta-trainer, checkpoints, sharding
     "Checkpointer",
     "MetaTrainer",

@@ -1,0 +1,84 @@
+"""Configuration checks, noise and clean-up shared by the gradient estimators."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from optax_lopt.base import LearnedOptimizer, MetaParams
+from optax_lopt.meta.meta_losses import MetaLoss
+from optax_lopt.meta.unroll import Trajectory
+from optax_lopt.tasks.base import TaskFamily
+
+
+def _positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name}: expected a positive int, got {value!r}.")
+
+
+def check_config(est: Any) -> None:
+    """Validates the fields estimators share; raises ValueErrors naming the field."""
+    if not isinstance(est.lopt, LearnedOptimizer):
+        raise ValueError(f"lopt: expected a LearnedOptimizer, got {type(est.lopt).__name__}.")
+    if not isinstance(est.family, TaskFamily):
+        raise ValueError(f"family: expected a TaskFamily, got {type(est.family).__name__}.")
+    _positive_int("num_tasks", est.num_tasks)
+    if hasattr(est, "truncation_length"):
+        _positive_int("truncation_length", est.truncation_length)
+    if est.horizon is not None:
+        _positive_int("horizon", est.horizon)
+    if hasattr(est, "sigma") and not (isinstance(est.sigma, (int, float)) and est.sigma > 0):
+        raise ValueError(f"sigma: expected a positive number, got {est.sigma!r}.")
+    MetaLoss(est.meta_loss, est.loss_clip)
+
+
+def horizon_of(est: Any) -> int:
+    """The estimator's horizon, or its family's ``num_steps`` when None."""
+    return est.family.num_steps if est.horizon is None else est.horizon
+
+
+def sample_noise(theta: MetaParams, key: jax.Array, num: int, sigma: float) -> MetaParams:
+    """``num`` draws of ``N(0, sigma^2 I)`` shaped like ``theta`` (leaves ``[num, ...]``)."""
+    leaves, treedef = jax.tree.flatten(theta)
+    keys = jax.random.split(key, len(leaves))
+    noise = [
+        sigma * jax.random.normal(k, (num,) + jnp.shape(x), jnp.result_type(x, jnp.float32))
+        for k, x in zip(keys, leaves, strict=True)
+    ]
+    return jax.tree.unflatten(treedef, noise)
+
+
+def antithetic(theta: MetaParams, noise: MetaParams) -> MetaParams:
+    """``theta + noise`` and ``theta - noise`` stacked: leaves ``[num, 2, ...]``."""
+    return jax.tree.map(lambda t, e: jnp.stack([t + e, t - e], axis=1), theta, noise)
+
+
+def weighted_mean(noise: MetaParams, weights: jax.Array) -> MetaParams:
+    """``mean_i weights_i * noise_i`` over the leading axis."""
+    return jax.tree.map(
+        lambda e: jnp.mean(weights.reshape(weights.shape + (1,) * (e.ndim - 1)) * e, axis=0),
+        noise,
+    )
+
+
+def clean_gradient(grad: MetaParams) -> tuple[MetaParams, jax.Array]:
+    """Zeroes non-finite entries; returns the gradient and the fraction that were zeroed."""
+    leaves = jax.tree.leaves(grad)
+    bad = sum(jnp.sum(~jnp.isfinite(g)) for g in leaves)
+    size = sum(g.size for g in leaves)
+    clean = jax.tree.map(lambda g: jnp.where(jnp.isfinite(g), g, jnp.zeros_like(g)), grad)
+    return clean, jnp.asarray(bad, jnp.float32) / max(size, 1)
+
+
+def trajectory_metrics(trajectory: Trajectory) -> dict[str, jax.Array]:
+    """Scalars every estimator reports about its unroll."""
+    losses = trajectory.losses
+    finite = jnp.isfinite(losses)
+    count = jnp.maximum(jnp.sum(finite), 1)
+    return {
+        "inner_loss": jnp.sum(jnp.where(finite, losses, 0.0)) / count,
+        "nonfinite_fraction": jnp.mean(trajectory.nonfinite.astype(jnp.float32)),
+        "reset_fraction": jnp.mean(jnp.any(trajectory.reset, axis=0).astype(jnp.float32)),
+    }
