@@ -1,0 +1,182 @@
+"""Tuned hand-designed baselines: SGD with momentum, RMSProp and Adam.
+
+`tune` grid-searches one optimizer's hyperparameters on tuning instances of a task family and
+scores each setting by the same meta-objective as meta-training and evaluation (the mean over
+the horizon of loss / initial loss, see `optax_lopt.evaluation`). The learning-rate grid
+spans 1e-4 to 10 in quarter-decade steps by default; the other hyperparameters' grids are
+below. All learning rates of one setting run in a single jitted, vmapped call. Results can be
+cached as JSON keyed by everything that determines them.
+
+References:
+  Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
+  mechanisms", arXiv 2011.02159 (baselines tuned over learning rate and momentum/decays).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from optax_lopt.evaluation import instance_keys, objective, run_on_instances
+from optax_lopt.tasks.base import TaskFamily
+
+LEARNING_RATES = tuple(float(10.0 ** (e / 4)) for e in range(-16, 5))
+"""1e-4 to 10 in quarter-decade steps (21 values)."""
+
+
+def _sgdm(learning_rate, momentum):
+    return optax.sgd(learning_rate, momentum=momentum)
+
+
+def _rmsprop(learning_rate, decay):
+    return optax.rmsprop(learning_rate, decay=decay)
+
+
+def _adam(learning_rate, b1, b2):
+    return optax.adam(learning_rate, b1=b1, b2=b2)
+
+
+OPTIMIZERS: dict[str, tuple[Callable[..., optax.GradientTransformation], dict[str, tuple]]] = {
+    "sgdm": (_sgdm, {"momentum": (0.0, 0.5, 0.9, 0.99)}),
+    "rmsprop": (_rmsprop, {"decay": (0.9, 0.99, 0.999)}),
+    "adam": (_adam, {"b1": (0.5, 0.9, 0.99), "b2": (0.99, 0.999)}),
+}
+"""Baseline name -> (optax factory, default grids of its non-learning-rate hyperparameters)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TuningResult:
+    """The outcome of :func:`tune`.
+
+    Attributes:
+      optimizer: baseline name ("sgdm", "rmsprop" or "adam").
+      hyperparams: the best setting, learning rate included.
+      score: its mean meta-objective on the tuning instances (lower is better).
+      table: every setting tried with its score.
+    """
+
+    optimizer: str
+    hyperparams: dict[str, float]
+    score: float
+    table: tuple[tuple[dict[str, float], float], ...]
+
+    def transform(self) -> optax.GradientTransformation:
+        """The tuned optimizer as an optax transformation."""
+        return make(self.optimizer, **self.hyperparams)
+
+
+def make(optimizer: str, **hyperparams: float) -> optax.GradientTransformation:
+    """Builds baseline ``optimizer`` with the given hyperparameters."""
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer: expected one of {sorted(OPTIMIZERS)}, got {optimizer!r}.")
+    return OPTIMIZERS[optimizer][0](**hyperparams)
+
+
+def tune(
+    family: TaskFamily,
+    optimizer: str,
+    learning_rates: Sequence[float] = LEARNING_RATES,
+    grid: dict[str, Sequence[float]] | None = None,
+    num_instances: int = 16,
+    num_steps: int | None = None,
+    cache_dir: str | None = None,
+) -> TuningResult:
+    """Grid-searches ``optimizer`` on ``num_instances`` tuning instances of ``family``.
+
+    Args:
+      family: the task family (instances come from the "tune" split).
+      optimizer: "sgdm", "rmsprop" or "adam".
+      learning_rates: learning rates to try (default `LEARNING_RATES`).
+      grid: the other hyperparameters' values (defaults in `OPTIMIZERS`).
+      num_instances: tuning instances per setting.
+      num_steps: horizon; the family's default if None.
+      cache_dir: if given, results are read from / written to a JSON file there.
+
+    Returns:
+      A `TuningResult`.
+    """
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer: expected one of {sorted(OPTIMIZERS)}, got {optimizer!r}.")
+    factory, default_grid = OPTIMIZERS[optimizer]
+    grid = dict(default_grid if grid is None else grid)
+    if set(grid) != set(default_grid):
+        raise ValueError(
+            f"grid: expected keys {sorted(default_grid)} for {optimizer}, got {sorted(grid)}."
+        )
+    learning_rates = tuple(float(lr) for lr in learning_rates)
+    if not learning_rates or min(learning_rates) <= 0:
+        raise ValueError(f"learning_rates: expected positive numbers, got {learning_rates!r}.")
+    description = {
+        "family": repr(family),
+        "optimizer": optimizer,
+        "learning_rates": learning_rates,
+        "grid": {k: [float(v) for v in vs] for k, vs in sorted(grid.items())},
+        "num_instances": num_instances,
+        "num_steps": num_steps,
+    }
+    cache_path = _cache_path(cache_dir, description)
+    if cache_path and os.path.isfile(cache_path):
+        return _from_json(cache_path)
+
+    keys = instance_keys("tune", num_instances)
+    names = sorted(grid)
+    table: list[tuple[dict[str, float], float]] = []
+    for values in itertools.product(*(grid[n] for n in names)):
+        others = dict(zip(names, (float(v) for v in values), strict=True))
+
+        @jax.jit
+        def scores(lrs, others=others):
+            def score(rate):
+                losses = run_on_instances(factory(rate, **others), family, keys, num_steps)
+                return jnp.mean(objective(losses))
+
+            return jax.vmap(score)(lrs)
+
+        for lr, s in zip(
+            learning_rates, np.asarray(scores(jnp.asarray(learning_rates))), strict=True
+        ):
+            table.append(({"learning_rate": lr, **others}, float(s)))
+    best, score = min(table, key=lambda row: row[1])
+    result = TuningResult(optimizer, best, score, tuple(table))
+    if cache_path:
+        _to_json(cache_path, result, description)
+    return result
+
+
+def _cache_path(cache_dir: str | None, description: dict[str, Any]) -> str | None:
+    if cache_dir is None:
+        return None
+    digest = hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:16]
+    return os.path.join(cache_dir, f"tuning-{description['optimizer']}-{digest}.json")
+
+
+def _to_json(path: str, result: TuningResult, description: dict[str, Any]) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    payload = {
+        "description": description,
+        "optimizer": result.optimizer,
+        "hyperparams": result.hyperparams,
+        "score": result.score,
+        "table": [{"hyperparams": h, "score": s} for h, s in result.table],
+    }
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(payload, f, indent=1)
+    os.replace(tmp, path)
+
+
+def _from_json(path: str) -> TuningResult:
+    with open(path) as f:
+        payload = json.load(f)
+    table = tuple((row["hyperparams"], row["score"]) for row in payload["table"])
+    return TuningResult(payload["optimizer"], payload["hyperparams"], payload["score"], table)
