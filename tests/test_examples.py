@@ -47,7 +47,7 @@ def test_linen_train_state_idiom_from_readme():
         return jnp.mean((state.apply_fn(params, x) - y) ** 2)
 
     first = float(loss_fn(state.params))
-    for _ in range(50):
+    for _ in range(150):
         loss, grads = jax.value_and_grad(loss_fn)(state.params)
         updates, opt_state = state.tx.update(grads, state.opt_state, state.params, value=loss)
         state = state.replace(
