@@ -1,8 +1,85 @@
 """interpret: reverse-engineer any component-wise optax optimizer.
 
+The tools of "Reverse engineering learned optimizers reveals known and novel mechanisms" for
+any ``optax.GradientTransformation``: probes that record an optimizer's state in a training
+loop, the one-coordinate dynamical system ``h' = F(h, g)``, ``u = G(h, g)``, update functions,
+fixed points, linearisation, fitted momentum / clipping / schedule / learning-rate adaptation
+models, their distillation into an optax chain, and figures. Depends on jax, optax, numpy and
+matplotlib only.
+
 References:
   Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
   mechanisms", arXiv 2011.02159.
 """
 
-__all__: list[str] = []
+from interpret.adaptation import LRAdaptation, lr_adaptation
+from interpret.clipping import ClippingFit, fit_clipping
+from interpret.distill import (
+    AdaptiveScaleState,
+    AdvantageKept,
+    Distilled,
+    advantage_kept,
+    distill,
+    scale_by_power_rms,
+)
+from interpret.figures import (
+    plot_eigenvalues,
+    plot_lr_adaptation,
+    plot_schedule,
+    plot_trajectories,
+    plot_update_functions,
+)
+from interpret.fixed_points import FixedPoints, fixed_points
+from interpret.linearize import (
+    Linearization,
+    LinearizedState,
+    linearize,
+    linearized_optimizer,
+)
+from interpret.momentum import MomentumFit, fit_momentum, momentum_updates, r_squared
+from interpret.probe import ProbeState, Records, Rollout, probe, records, rollout
+from interpret.schedule import ScheduleFit, fit_schedule
+from interpret.system import ScalarSystem, effective_learning_rate, scalar_system, typical_state
+from interpret.update_function import UpdateFunction, update_function
+
+__all__ = [
+    "AdaptiveScaleState",
+    "AdvantageKept",
+    "ClippingFit",
+    "Distilled",
+    "FixedPoints",
+    "LRAdaptation",
+    "Linearization",
+    "LinearizedState",
+    "MomentumFit",
+    "ProbeState",
+    "Records",
+    "Rollout",
+    "ScalarSystem",
+    "ScheduleFit",
+    "UpdateFunction",
+    "advantage_kept",
+    "distill",
+    "effective_learning_rate",
+    "fit_clipping",
+    "fit_momentum",
+    "fit_schedule",
+    "fixed_points",
+    "linearize",
+    "linearized_optimizer",
+    "lr_adaptation",
+    "momentum_updates",
+    "plot_eigenvalues",
+    "plot_lr_adaptation",
+    "plot_schedule",
+    "plot_trajectories",
+    "plot_update_functions",
+    "probe",
+    "r_squared",
+    "records",
+    "rollout",
+    "scalar_system",
+    "scale_by_power_rms",
+    "typical_state",
+    "update_function",
+]

@@ -245,6 +245,31 @@ def effective_learning_rate(
     return -jax.grad(lambda gg: system.update(h, gg, clock))(jnp.asarray(g, system.dtype))
 
 
+def typical_state(
+    tx: optax.GradientTransformation | ScalarSystem,
+    *,
+    num_steps: int = 100,
+    gradient_scale: float = 1.0,
+    seed: int = 0,
+) -> jax.Array:
+    """The state ``h`` reached after ``num_steps`` Gaussian gradients from ``tx.init``.
+
+    Args:
+      tx: an optax transformation (or a `ScalarSystem`).
+      num_steps: number of steps.
+      gradient_scale: standard deviation of the gradients.
+      seed: seed of the gradient sequence.
+
+    Returns:
+      The state vector, shape ``(size,)``.
+    """
+    system = as_system(tx)
+    num_steps = check_positive_int("num_steps", num_steps)
+    g = gradient_scale * jax.random.normal(jax.random.key(seed), (num_steps,), system.dtype)
+    hs, _ = jax.jit(system.run)(g)
+    return system.next_state(hs[-1], g[-1], system.clock_at(num_steps - 1))
+
+
 def as_system(tx_or_system: Any, **kwargs: Any) -> ScalarSystem:
     """Returns ``tx_or_system`` if it is a `ScalarSystem`, else ``scalar_system(tx, ...)``."""
     if isinstance(tx_or_system, ScalarSystem):

@@ -1,0 +1,220 @@
+"""Figures of the paper's analyses, written as PNG files with matplotlib's Agg canvas.
+
+Every function takes results of this package, writes one PNG to ``path`` and returns the path.
+They draw on a private ``Figure`` with an Agg canvas, so they never touch pyplot's global state
+or the user's backend.
+
+References:
+  Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
+  mechanisms", arXiv 2011.02159.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import optax
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from interpret import system as _system
+from interpret.adaptation import LRAdaptation
+from interpret.fixed_points import FixedPoints
+from interpret.linearize import Linearization
+from interpret.schedule import ScheduleFit
+from interpret.update_function import update_function
+
+
+def _figure(size=(4.8, 3.6)):
+    fig = Figure(figsize=size, dpi=90)
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot(1, 1, 1)
+
+
+def _save(fig: Figure, path: str | os.PathLike) -> str:
+    path = os.fspath(path)
+    if os.path.dirname(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    return path
+
+
+def plot_update_functions(
+    tx: optax.GradientTransformation | _system.ScalarSystem,
+    states: Any,
+    path: str | os.PathLike,
+    *,
+    gradients: Any = None,
+    labels: Sequence[str] | None = None,
+    step: int = 0,
+) -> str:
+    """Plots ``u(g | h)`` for several states ``h``.
+
+    Args:
+      tx: an optax transformation (or a `ScalarSystem`).
+      states: state vectors, shape ``(S, size)``.
+      path: the PNG file to write.
+      gradients: the gradient grid (default ``linspace(-3, 3, 201)``).
+      labels: one legend label per state.
+      step: exogenous time.
+
+    Returns:
+      ``path``.
+    """
+    g = np.linspace(-3, 3, 201) if gradients is None else gradients
+    uf = update_function(tx, g, states, step=step)
+    fig, ax = _figure()
+    for i, u in enumerate(uf.updates):
+        label = labels[i] if labels is not None and i < len(labels) else f"state {i}"
+        ax.plot(uf.gradients, u, label=label)
+    ax.axhline(0, color="0.7", lw=0.5)
+    ax.axvline(0, color="0.7", lw=0.5)
+    ax.set_xlabel("gradient g")
+    ax.set_ylabel("update u(g | h)")
+    ax.set_title("Update functions")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def _pca(data: np.ndarray, k: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    mean = data.mean(axis=0)
+    _, s, vt = np.linalg.svd(data - mean, full_matrices=False)
+    var = s**2 / max(np.sum(s**2), 1e-300)
+    return mean, vt[:k], var[:k]
+
+
+def plot_trajectories(
+    states: Any,
+    path: str | os.PathLike,
+    *,
+    fixed_points: FixedPoints | None = None,
+) -> str:
+    """Plots state trajectories in the plane of their first two principal components.
+
+    One-dimensional states are drawn against the step instead.
+
+    Args:
+      states: trajectories, shape ``(T, K, size)`` (K coordinates, e.g. ``Rollout.states``)
+        or ``(T, size)``.
+      path: the PNG file to write.
+      fixed_points: drawn as a curve of points coloured by ``g*``, in the same projection.
+
+    Returns:
+      ``path``.
+    """
+    x = np.asarray(states, np.float64)
+    if x.ndim == 2:
+        x = x[:, None]
+    if x.ndim != 3:
+        raise ValueError(f"states: expected shape (T, K, size) or (T, size), got {x.shape}.")
+    fig, ax = _figure()
+    t, k, n = x.shape
+    if n == 0:
+        ax.text(0.5, 0.5, "stateless optimizer", ha="center", va="center")
+        ax.set_axis_off()
+        return _save(fig, path)
+    if n == 1:
+        for j in range(k):
+            ax.plot(np.arange(t), x[:, j, 0], lw=1)
+        if fixed_points is not None:
+            for g, h in zip(fixed_points.inputs, fixed_points.states[:, 0], strict=True):
+                ax.axhline(h, color="k", lw=0.4, ls=":")
+                ax.annotate(f"g*={g:.3g}", (t - 1, h), fontsize=6)
+        ax.set_xlabel("step")
+        ax.set_ylabel("state h")
+        ax.set_title("State trajectories")
+        return _save(fig, path)
+    pool = x.reshape(t * k, n)
+    if fixed_points is not None:
+        pool = np.concatenate([pool, fixed_points.states])
+    mean, pcs, var = _pca(pool)
+    for j in range(k):
+        p = (x[:, j] - mean) @ pcs.T
+        ax.plot(p[:, 0], p[:, 1], lw=0.8, alpha=0.8)
+        ax.plot(p[0, 0], p[0, 1], "o", ms=3, color="0.3")
+    if fixed_points is not None:
+        p = (fixed_points.states - mean) @ pcs.T
+        sc = ax.scatter(p[:, 0], p[:, 1], c=fixed_points.inputs, cmap="coolwarm", s=14, zorder=3)
+        fig.colorbar(sc, ax=ax, label="fixed point input g*")
+    ax.set_xlabel(f"PC1 ({100 * var[0]:.0f}% var)")
+    ax.set_ylabel(f"PC2 ({100 * var[1]:.0f}% var)")
+    ax.set_title("State trajectories and fixed points")
+    return _save(fig, path)
+
+
+def plot_eigenvalues(
+    linearizations: Linearization | Sequence[Linearization],
+    path: str | os.PathLike,
+    *,
+    labels: Sequence[str] | None = None,
+) -> str:
+    """Plots Jacobian eigenvalues in the complex plane with the unit circle.
+
+    Args:
+      linearizations: one or several `Linearization` results.
+      path: the PNG file to write.
+      labels: one legend label per linearisation.
+
+    Returns:
+      ``path``.
+    """
+    if isinstance(linearizations, Linearization):
+        linearizations = [linearizations]
+    fig, ax = _figure((4.2, 4.0))
+    theta = np.linspace(0, 2 * np.pi, 256)
+    ax.plot(np.cos(theta), np.sin(theta), color="0.6", lw=0.8)
+    for i, lin in enumerate(linearizations):
+        label = labels[i] if labels is not None and i < len(labels) else f"g*={lin.input:.3g}"
+        ax.scatter(lin.eigenvalues.real, lin.eigenvalues.imag, s=12, label=label)
+    ax.set_aspect("equal")
+    ax.set_xlim(-1.1, 1.1)
+    ax.set_ylim(-1.1, 1.1)
+    ax.set_xlabel("Re(lambda)")
+    ax.set_ylabel("Im(lambda)")
+    ax.set_title("Jacobian eigenvalues")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_schedule(fit: ScheduleFit, path: str | os.PathLike) -> str:
+    """Plots the effective learning rate over steps, with its interquartile band.
+
+    Args:
+      fit: a `ScheduleFit`.
+      path: the PNG file to write.
+
+    Returns:
+      ``path``.
+    """
+    fig, ax = _figure()
+    steps = np.arange(fit.learning_rates.size)
+    lr, half = fit.learning_rates, fit.spread / 2
+    ax.fill_between(steps, lr - half, lr + half, alpha=0.3)
+    ax.plot(steps, lr)
+    ax.set_xlabel("step")
+    ax.set_ylabel("effective learning rate -du/dg")
+    ax.set_title(f"Schedule (warm-up {fit.warmup_steps} steps, decay {fit.decay:.3g})")
+    return _save(fig, path)
+
+
+def plot_lr_adaptation(fit: LRAdaptation, path: str | os.PathLike) -> str:
+    """Plots the effective learning rate at each fixed point against ``|g*|`` (log-log).
+
+    Args:
+      fit: an `LRAdaptation`.
+      path: the PNG file to write.
+
+    Returns:
+      ``path``.
+    """
+    fig, ax = _figure()
+    good = fit.learning_rates > 0
+    ax.loglog(fit.gradients[good], fit.learning_rates[good], "o-")
+    ax.set_xlabel("constant gradient |g*|")
+    ax.set_ylabel("effective learning rate at fixed point")
+    ax.set_title(f"Learning-rate adaptation (lr ~ |g*|^-{fit.exponent:.2f})")
+    return _save(fig, path)

@@ -1,0 +1,113 @@
+"""Fitting an equivalent momentum optimizer.
+
+The one-coordinate system is driven by a random gradient sequence and its updates are matched
+by optax's ``sgd(lr, momentum=beta)``: ``m' = beta m + g``, ``u = -lr m'``, which satisfies the
+recursion ``u_t = beta u_(t-1) - lr g_t``. Least squares on that recursion gives ``beta`` and
+``lr`` in closed form; the goodness of fit ``r2`` compares the free-running momentum model's
+updates (from the same gradients) with the optimizer's.
+
+References:
+  Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
+  mechanisms", arXiv 2011.02159.
+  Polyak, "Some methods of speeding up the convergence of iteration methods" (1964).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+import optax
+
+from interpret import system as _system
+
+
+@dataclasses.dataclass(frozen=True)
+class MomentumFit:
+    """An equivalent ``optax.sgd(learning_rate, momentum=beta)``.
+
+    Attributes:
+      beta: momentum decay.
+      learning_rate: learning rate.
+      r2: coefficient of determination of the momentum model's updates (1 is exact).
+      num_steps: length of the probing gradient sequence.
+      gradient_scale: standard deviation of the probing gradients.
+    """
+
+    beta: float
+    learning_rate: float
+    r2: float
+    num_steps: int
+    gradient_scale: float
+
+
+def momentum_updates(gradients: np.ndarray, beta: float, learning_rate: float) -> np.ndarray:
+    """Updates of ``optax.sgd(learning_rate, momentum=beta)`` for a gradient sequence."""
+    m, out = 0.0, np.empty(len(gradients))
+    for t, g in enumerate(gradients):
+        m = beta * m + g
+        out[t] = -learning_rate * m
+    return out
+
+
+def r_squared(target: np.ndarray, prediction: np.ndarray) -> float:
+    """``1 - SSE / SST`` (SST around the target's mean).
+
+    A target that is constant up to float32 resolution gives 1.0 when matched to that
+    resolution and -inf otherwise.
+    """
+    target, prediction = np.asarray(target, np.float64), np.asarray(prediction, np.float64)
+    sse = float(np.sum((target - prediction) ** 2))
+    sst = float(np.sum((target - target.mean()) ** 2))
+    if not np.isfinite(sse):
+        return float("-inf")
+    # A (numerically) constant target: judge the error against float32 resolution.
+    floor = 1e-12 * float(np.sum(target**2)) + 1e-300
+    if sst <= floor:
+        return 1.0 if sse <= floor else float("-inf")
+    return 1.0 - sse / sst
+
+
+def fit_momentum(
+    tx: optax.GradientTransformation | _system.ScalarSystem,
+    *,
+    num_steps: int = 200,
+    gradient_scale: float = 1.0,
+    seed: int = 0,
+) -> MomentumFit:
+    """Fits ``optax.sgd(lr, momentum=beta)`` to ``tx``'s updates under random gradients.
+
+    Args:
+      tx: an optax transformation (or a `ScalarSystem`).
+      num_steps: length of the gradient sequence (from ``tx.init``'s state).
+      gradient_scale: standard deviation of the Gaussian gradients.
+      seed: seed of the gradient sequence.
+
+    Returns:
+      A `MomentumFit`.
+
+    References:
+      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
+      mechanisms", arXiv 2011.02159.
+    """
+    system = _system.as_system(tx)
+    num_steps = _system.check_positive_int("num_steps", num_steps)
+    if num_steps < 3:
+        raise ValueError(f"num_steps: expected at least 3, got {num_steps}.")
+    if not gradient_scale > 0:
+        raise ValueError(f"gradient_scale: expected a positive number, got {gradient_scale!r}.")
+    g = gradient_scale * jax.random.normal(jax.random.key(seed), (num_steps,), system.dtype)
+    _, u = jax.jit(system.run)(g)
+    g, u = np.asarray(g, np.float64), np.asarray(u, np.float64)
+    previous = np.concatenate([[0.0], u[:-1]])
+    design = np.stack([previous, -g], axis=1)
+    (beta, lr), *_ = np.linalg.lstsq(design, u, rcond=None)
+    r2 = r_squared(u, momentum_updates(g, beta, lr))
+    return MomentumFit(
+        beta=float(beta),
+        learning_rate=float(lr),
+        r2=r2,
+        num_steps=num_steps,
+        gradient_scale=float(gradient_scale),
+    )
