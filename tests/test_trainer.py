@@ -225,3 +225,32 @@ def test_bad_estimator_optimizer_and_steps():
     trainer = MetaTrainer(QuadraticEstimator(), optax.sgd(0.1), lopt=LOPT)
     with pytest.raises(ValueError, match="num_outer_steps"):
         trainer.train(-1)
+
+
+def _load_example():
+    import importlib.util
+    import pathlib
+    import sys
+
+    path = pathlib.Path(__file__).parent.parent / "examples" / "meta_train.py"
+    spec = importlib.util.spec_from_file_location("_meta_train_example", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_example_defaults_cut_the_meta_loss(tmp_path):
+    # The acceptance run of examples/meta_train.py: linear_regression, MLPLOpt, PES,
+    # 300 outer steps must cut the meta-loss by at least 30%.
+    if not hasattr(optax_lopt.meta, "estimator") or "MLPLOpt" not in optax_lopt.architectures():
+        pytest.skip("estimators or MLPLOpt not available")
+    example = _load_example()
+    config = example.Config(workdir=str(tmp_path), progress=False)
+    lopt, theta, records = example.run(config)
+    summary = example.summarize(records)
+    assert summary["steps"] == 300
+    assert summary["reduction"] >= 0.3, summary
+    loaded_lopt, loaded = optax_lopt.load(tmp_path / "final")
+    assert loaded_lopt == lopt
+    chex.assert_trees_all_close(loaded, theta)

@@ -201,6 +201,7 @@ class MetaTrainer:
         self._theta_key = jax.random.fold_in(root, 0)
         self._estimator_key = jax.random.fold_in(root, 1)
         self._step_root = jax.random.fold_in(root, 2)
+        self._reset_root = jax.random.fold_in(root, 3)
         self._initial_theta = theta
 
         abstract = jax.eval_shape(self._init_fn)
@@ -208,6 +209,7 @@ class MetaTrainer:
             self._shardings = None
             self._init = jax.jit(self._init_fn)
             self._step = jax.jit(self._step_fn)
+            self._reset = jax.jit(self._reset_fn)
         else:
             copy = sharding.replicated(mesh)
             self._shardings = TrainState(
@@ -219,7 +221,8 @@ class MetaTrainer:
                 num_resets=copy,
             )
             self._init = jax.jit(self._init_fn, out_shardings=self._shardings)
-            self._step = jax.jit(self._step_fn, out_shardings=(self._shardings, copy))
+            self._step = jax.jit(self._step_fn, out_shardings=(self._shardings, copy, copy))
+            self._reset = jax.jit(self._reset_fn, out_shardings=self._shardings)
         self._abstract_state = checkpoint.abstract_like(abstract, self._shardings)
 
     # ----------------------------------------------------------------- pure functions
@@ -240,9 +243,8 @@ class MetaTrainer:
 
     def _step_fn(self, state: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:
         key = jax.random.fold_in(self._step_root, state.step)
-        grad_key, reset_key = jax.random.split(key)
         grad, estimator_state, metrics = self.estimator.meta_gradient(
-            state.theta, state.estimator_state, grad_key
+            state.theta, state.estimator_state, key
         )
         metrics = dict(metrics)
         if "meta_loss" not in metrics:
@@ -268,14 +270,9 @@ class MetaTrainer:
             return theta, opt_state
 
         theta, opt_state = jax.lax.cond(finite, apply, skip, (state.theta, state.opt_state, grad))
-        # A skipped step whose inner runs hold NaN/inf restarts them; otherwise they would
-        # keep producing non-finite meta-gradients forever.
-        reset = jnp.logical_and(~finite, ~_all_finite(estimator_state))
-        estimator_state = jax.lax.cond(
-            reset,
-            lambda: self.estimator.init(state.theta, reset_key),
-            lambda: estimator_state,
-        )
+        # A skipped step whose inner runs hold NaN/inf restarts them (see `step`); otherwise
+        # they would keep producing non-finite meta-gradients forever.
+        needs_reset = jnp.logical_and(~finite, ~_all_finite(estimator_state))
         skipped = (~finite).astype(jnp.int32)
         new_state = TrainState(
             step=state.step + 1,
@@ -283,15 +280,17 @@ class MetaTrainer:
             opt_state=opt_state,
             estimator_state=estimator_state,
             num_skipped=state.num_skipped + skipped,
-            num_resets=state.num_resets + reset.astype(jnp.int32),
+            num_resets=state.num_resets,
         )
-        metrics.update(
-            grad_norm=grad_norm,
-            skipped=~finite,
-            num_skipped=new_state.num_skipped,
-            num_resets=new_state.num_resets,
+        metrics.update(grad_norm=grad_norm, skipped=~finite, num_skipped=new_state.num_skipped)
+        return new_state, metrics, needs_reset
+
+    def _reset_fn(self, state: TrainState) -> TrainState:
+        key = jax.random.fold_in(self._reset_root, state.step)
+        return state._replace(
+            estimator_state=self.estimator.init(state.theta, key),
+            num_resets=state.num_resets + 1,
         )
-        return new_state, metrics
 
     # ----------------------------------------------------------------- public API
 
@@ -300,7 +299,12 @@ class MetaTrainer:
         return self._init()
 
     def step(self, state: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:
-        """One jitted outer step.
+        """One outer step: a jitted gradient-clip-update, then a restart if needed.
+
+        If the meta-gradient was non-finite and the estimator's new state holds NaN or
+        infinity, the inner runs are restarted with ``estimator.init`` (a second jitted
+        function, compiled only the first time it is needed), with a key from the seed and
+        the step.
 
         Args:
           state: the current training state.
@@ -310,7 +314,11 @@ class MetaTrainer:
           ``"grad_norm"`` (before clipping), ``"skipped"``, ``"num_skipped"`` and
           ``"num_resets"``.
         """
-        return self._step(state)
+        state, metrics, needs_reset = self._step(state)
+        if bool(needs_reset):
+            state = self._reset(state)
+        metrics["num_resets"] = state.num_resets
+        return state, metrics
 
     def restore(self) -> TrainState | None:
         """The training state of the newest checkpoint in ``workdir``, or None if there is none.
@@ -378,7 +386,7 @@ class MetaTrainer:
         metadata = {"seed": self.seed, "format": _CHECKPOINT_FORMAT}
         try:
             for step in range(start, num_outer_steps):
-                state, metrics = self._step(state)
+                state, metrics = self.step(state)
                 done = step + 1
                 host = jax.device_get(metrics)
                 record: dict[str, Any] = {"step": done}
