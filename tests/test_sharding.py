@@ -24,6 +24,7 @@ from optax_lopt.meta.base import GradientEstimator
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOPT = optax_lopt.LearnableSGDM(learning_rate=0.05, momentum=0.5)
+LOPT_PES = optax_lopt.LearnableAdam(learning_rate=0.01)
 DIM = 3
 
 
@@ -145,6 +146,46 @@ def test_four_devices_match_one_device(tmp_path):
     assert result["resume_max_diff"] < 1e-6
 
 
+def _pes_main():
+    # The real PES estimator: one and four devices take the same two meta-steps.
+    from optax_lopt.meta import estimator
+    from optax_lopt.tasks import family
+
+    fam = family("linear_regression", num_steps=20)
+    est = estimator("pes", LOPT_PES, fam, num_tasks=8, truncation_length=5, sigma=0.01)
+    result = {}
+    for name, devices in (("one", jax.devices()[:1]), ("four", jax.devices())):
+        trainer = MetaTrainer(est, optax.sgd(1.0), lopt=LOPT_PES, mesh=task_mesh(devices))
+        state1, _ = trainer.step(trainer.init_state())
+        state2, _ = trainer.step(state1)
+        result[name] = jax.tree.map(lambda a, b: float(a - b), state1.theta, state2.theta)
+    print(json.dumps(result))
+
+
+@pytest.mark.skipif(
+    not os.environ.get("OPTAX_LOPT_SLOW_TESTS"), reason="slow (~15 s CPU): OPTAX_LOPT_SLOW_TESTS=1"
+)
+def test_pes_four_devices_match_one_device():
+    env = dict(
+        os.environ,
+        PYTHONPATH=REPO,
+        JAX_PLATFORMS="cpu",
+        XLA_FLAGS="--xla_force_host_platform_device_count=4",
+    )
+    proc = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--pes"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    for name, ref in result["one"].items():
+        assert ref != 0.0
+        np.testing.assert_allclose(result["four"][name], ref, rtol=1e-4, atol=1e-7)
+
+
 def test_task_shardings_split_only_task_leaves():
     mesh = task_mesh()
     tree = {"tasks": jnp.zeros((4, 3)), "scalar": jnp.zeros(()), "other": jnp.zeros((5,))}
@@ -170,4 +211,7 @@ def test_sharding_rejects_bad_arguments():
 
 
 if __name__ == "__main__":
-    _main(sys.argv[1])
+    if sys.argv[1] == "--pes":
+        _pes_main()
+    else:
+        _main(sys.argv[1])
