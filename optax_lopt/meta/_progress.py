@@ -31,7 +31,6 @@ class ProgressBar:
 
     Args:
       total: the outer step the run ends at.
-      initial: the outer step the run starts from (non-zero when resuming).
       enabled: ``None`` draws only when ``stream`` is a terminal; ``True`` always draws;
         ``False`` never draws.
       stream: where to draw; ``sys.stderr`` when None.
@@ -41,7 +40,6 @@ class ProgressBar:
     def __init__(
         self,
         total: int,
-        initial: int = 0,
         enabled: bool | None = None,
         stream: TextIO | None = None,
         min_interval: float = 0.1,
@@ -52,9 +50,8 @@ class ProgressBar:
             enabled = bool(isatty and isatty())
         self.enabled = enabled
         self._total = max(int(total), 0)
-        self._initial = int(initial)
         self._min_interval = min_interval
-        self._start = time.monotonic()
+        self._first: tuple[float, int] | None = None  # (time, step) of the first update
         self._last_draw = -math.inf
         self._drawn = False
 
@@ -63,14 +60,17 @@ class ProgressBar:
         if not self.enabled:
             return
         now = time.monotonic()
+        if self._first is None:
+            # Timing starts at the first finished step, so compilation does not count.
+            self._first = (now, step)
         if step < self._total and now - self._last_draw < self._min_interval:
             return
         self._last_draw = now
         fraction = 1.0 if self._total == 0 else min(step / self._total, 1.0)
         filled = int(round(fraction * _WIDTH))
         bar = "#" * filled + " " * (_WIDTH - filled)
-        done = step - self._initial
-        elapsed = now - self._start
+        done = step - self._first[1]
+        elapsed = now - self._first[0]
         rate = done / elapsed if elapsed > 0 and done > 0 else 0.0
         eta = (self._total - step) / rate if rate > 0 else math.inf
         loss = "" if meta_loss is None else f" meta_loss {meta_loss:.4g}"

@@ -379,7 +379,6 @@ class MetaTrainer:
                 writer = metrics_log.MetricsWriter(self.workdir)
         bar = _progress.ProgressBar(
             num_outer_steps,
-            initial=start,
             enabled=self.progress if lead else False,
             stream=self.progress_stream,
         )
