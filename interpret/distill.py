@@ -6,8 +6,9 @@ and composes them, in that order of application to the gradient,
     clip(threshold) -> adaptive scaling |v|^(-exponent/2) -> trace(beta) -> scale(-lr * s(t)),
 
 where ``v`` is an exponential moving average of ``g^2`` whose decay reproduces the measured
-recovery time and ``s(t)`` the measured schedule relative to its value where the momentum was
-fitted. Parts that were not detected are left out (no clipping when the threshold is inf, no
+recovery time and ``s(t)`` the measured schedule (``ScheduleFit.learning_rates``, held at its
+last value afterwards); with a schedule, momentum is fitted relative to it, so ``lr`` is a
+factor near 1. Parts that were not detected are left out (no clipping when the threshold is inf, no
 adaptation when the exponent is below 0.1). `advantage_kept` measures, on a task, how much of
 the original optimizer's advantage over a tuned Adam the distilled chain keeps.
 
@@ -144,8 +145,8 @@ def distill(
       schedule_steps: steps of schedule to fit and reproduce (None: constant learning rate).
       adaptation_gradients: magnitudes for `interpret.lr_adaptation` (None: no adaptation).
       momentum, clipping, schedule, adaptation: fits already computed (skips refitting).
-        Without a given momentum fit, momentum is fitted with gradients of standard deviation
-        ``min(1, threshold / 4)``, inside the linear range of any clipping.
+        Fits not given are made with gradients of standard deviation ``min(1, threshold /
+        4)``, inside the linear range of any clipping.
       clipping_state: state at which to fit clipping (see `interpret.fit_clipping`).
 
     Returns:
@@ -157,12 +158,18 @@ def distill(
     """
     system = _system.as_system(tx)
     clipping = clipping or fit_clipping(system, state=clipping_state)
-    if momentum is None:
-        # Fit momentum in the linear regime, below any clipping threshold.
-        scale = min(1.0, clipping.threshold / 4) if math.isfinite(clipping.threshold) else 1.0
-        momentum = fit_momentum(system, gradient_scale=scale)
+    # Fit schedule and momentum in the linear regime, below any clipping threshold, and
+    # momentum relative to the schedule when there is one.
+    scale = min(1.0, clipping.threshold / 4) if math.isfinite(clipping.threshold) else 1.0
     if schedule is None and schedule_steps is not None:
-        schedule = fit_schedule(system, schedule_steps)
+        schedule = fit_schedule(system, schedule_steps, gradient_scale=scale)
+    if momentum is None:
+        momentum = fit_momentum(
+            system,
+            gradient_scale=scale,
+            learning_rates=None if schedule is None else schedule.learning_rates,
+            num_steps=200 if schedule is None else max(3, min(200, schedule.learning_rates.size)),
+        )
     if adaptation is None and adaptation_gradients is not None:
         adaptation = lr_adaptation(system, adaptation_gradients, max_recovery_steps=2000)
     parts, words = [], []
@@ -183,11 +190,7 @@ def distill(
         parts.append(optax.trace(decay=beta))
         words.append(f"trace({beta:.4g})")
     if schedule is not None:
-        window = schedule.learning_rates[: momentum.num_steps]
-        reference = float(np.nanmean(window)) if window.size else 1.0
-        profile = jnp.asarray(
-            np.nan_to_num(schedule.learning_rates / max(reference, 1e-30)), jnp.float32
-        )
+        profile = jnp.asarray(np.nan_to_num(schedule.learning_rates), jnp.float32)
         last = profile.shape[0] - 1
 
         def schedule_fn(count):

@@ -15,6 +15,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import jax
 import numpy as np
@@ -69,12 +70,35 @@ def r_squared(target: np.ndarray, prediction: np.ndarray) -> float:
     return 1.0 - sse / sst
 
 
+def _scheduled_error(g, u, profile, beta):
+    x = profile * momentum_updates(g, beta, -1.0)  # s_t * m_t
+    c = float(-(x @ u) / max(x @ x, 1e-300))
+    return float(np.sum((u + c * x) ** 2)), c
+
+
+def _fit_scheduled(g, u, profile) -> tuple[float, float]:
+    grid = np.linspace(0.0, 0.999, 112)
+    errors = [_scheduled_error(g, u, profile, b)[0] for b in grid]
+    i = int(np.argmin(errors))
+    lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, grid.size - 1)]
+    ratio = (np.sqrt(5) - 1) / 2
+    for _ in range(40):
+        a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+        if _scheduled_error(g, u, profile, a)[0] < _scheduled_error(g, u, profile, b)[0]:
+            hi = b
+        else:
+            lo = a
+    beta = 0.5 * (lo + hi)
+    return beta, _scheduled_error(g, u, profile, beta)[1]
+
+
 def fit_momentum(
     tx: optax.GradientTransformation | _system.ScalarSystem,
     *,
     num_steps: int = 200,
     gradient_scale: float = 1.0,
     seed: int = 0,
+    learning_rates: Any = None,
 ) -> MomentumFit:
     """Fits ``optax.sgd(lr, momentum=beta)`` to ``tx``'s updates under random gradients.
 
@@ -83,6 +107,9 @@ def fit_momentum(
       num_steps: length of the gradient sequence (from ``tx.init``'s state).
       gradient_scale: standard deviation of the Gaussian gradients.
       seed: seed of the gradient sequence.
+      learning_rates: an optional known schedule ``s_t`` (e.g. ``ScheduleFit.learning_rates``);
+        the model is then ``u_t = -c * s_t * m_t`` and ``learning_rate`` is the factor ``c``
+        (``beta`` by a grid and golden-section search on the squared error).
 
     Returns:
       A `MomentumFit`.
@@ -100,10 +127,20 @@ def fit_momentum(
     g = gradient_scale * jax.random.normal(jax.random.key(seed), (num_steps,), system.dtype)
     _, u = jax.jit(system.run)(g)
     g, u = np.asarray(g, np.float64), np.asarray(u, np.float64)
-    previous = np.concatenate([[0.0], u[:-1]])
-    design = np.stack([previous, -g], axis=1)
-    (beta, lr), *_ = np.linalg.lstsq(design, u, rcond=None)
-    r2 = r_squared(u, momentum_updates(g, beta, lr))
+    if learning_rates is None:
+        previous = np.concatenate([[0.0], u[:-1]])
+        design = np.stack([previous, -g], axis=1)
+        (beta, lr), *_ = np.linalg.lstsq(design, u, rcond=None)
+        r2 = r_squared(u, momentum_updates(g, beta, lr))
+    else:
+        profile = np.asarray(learning_rates, np.float64).reshape(-1)
+        if profile.size == 0 or not np.all(np.isfinite(profile)):
+            raise ValueError(
+                f"learning_rates: expected a non-empty finite 1-d array, got {profile}."
+            )
+        profile = np.concatenate([profile, np.full(num_steps, profile[-1])])[:num_steps]
+        beta, lr = _fit_scheduled(g, u, profile)
+        r2 = r_squared(u, profile * momentum_updates(g, beta, lr))
     return MomentumFit(
         beta=float(beta),
         learning_rate=float(lr),
