@@ -61,6 +61,15 @@ _NUM_DEVICES = flags.DEFINE_integer(
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Call jax.distributed.initialize() first (multi-host runs)."
 )
+_COORDINATOR_ADDRESS = flags.DEFINE_string(
+    "coordinator_address", None, "With --distributed: host:port of process 0 (else auto-detect)."
+)
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", None, "With --distributed: number of processes (else auto-detect)."
+)
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", None, "With --distributed: this process's id (else auto-detect)."
+)
 _PROGRESS = flags.DEFINE_bool("progress", True, "Progress bar on stderr (only on a terminal).")
 
 
@@ -157,7 +166,12 @@ def main(argv: list[str]) -> None:
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint at INFO
     if _DISTRIBUTED.value:
-        jax.distributed.initialize()
+        # None arguments are detected from the cluster (SLURM, Open MPI, Kubernetes, TPU).
+        jax.distributed.initialize(
+            coordinator_address=_COORDINATOR_ADDRESS.value,
+            num_processes=_NUM_PROCESSES.value,
+            process_id=_PROCESS_ID.value,
+        )
     config = Config(
         task=_TASK.value,
         architecture=_ARCHITECTURE.value,
