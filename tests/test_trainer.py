@@ -254,3 +254,11 @@ def test_example_defaults_cut_the_meta_loss(tmp_path):
     loaded_lopt, loaded = optax_lopt.load(tmp_path / "final")
     assert loaded_lopt == lopt
     chex.assert_trees_all_close(loaded, theta)
+
+
+def test_update_that_would_overflow_theta_is_skipped():
+    # A finite but enormous meta-gradient whose SGD step overflows float32: not applied.
+    trainer = MetaTrainer(QuadraticEstimator(scale=1e38), optax.sgd(1e3), lopt=LOPT)
+    theta = trainer.train(2)
+    assert int(trainer.state.num_skipped) == 2
+    chex.assert_trees_all_close(theta, LOPT.init(jax.random.key(0)))

@@ -3,11 +3,11 @@
 Each outer step asks a `GradientEstimator` for a meta-gradient (the estimator advances its
 persistent batch of inner runs by one truncation), clips it by global norm, and hands it to
 any optax transformation (the meta-optimizer). A meta-gradient with a NaN or infinite entry
-is never applied: the step is counted as skipped and ``theta`` and the meta-optimizer state
-stay as they were. Everything in one outer step is a single jitted function of the training
-state; the random key of step ``t`` is ``fold_in(key(seed), t)``, so a run resumed from a
-checkpoint draws exactly the randomness an uninterrupted run draws and ends at the same
-``theta``.
+is never applied, nor is an update that would make ``theta`` non-finite: the step is counted
+as skipped and ``theta`` and the meta-optimizer state stay as they were. Everything in one
+outer step is a single jitted function of the training state; the random key of step ``t``
+is ``fold_in(key(seed), t)``, so a run resumed from a checkpoint draws exactly the
+randomness an uninterrupted run draws and ends at the same ``theta``.
 
 When given a ``workdir`` the trainer appends one JSON line per outer step to
 ``<workdir>/metrics.jsonl``, writes an orbax checkpoint every ``checkpoint_every`` steps
@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from optax_lopt import serialization
 from optax_lopt.base import LearnedOptimizer, MetaParams
 from optax_lopt.meta import _progress, checkpoint, metrics_log, sharding
 from optax_lopt.meta.base import EstimatorState
@@ -241,7 +242,7 @@ class MetaTrainer:
             num_resets=jnp.zeros((), jnp.int32),
         )
 
-    def _step_fn(self, state: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:
+    def _step_fn(self, state: TrainState) -> tuple[TrainState, dict[str, jax.Array], jax.Array]:
         key = jax.random.fold_in(self._step_root, state.step)
         grad, estimator_state, metrics = self.estimator.meta_gradient(
             state.theta, state.estimator_state, key
@@ -258,22 +259,21 @@ class MetaTrainer:
             scale = jnp.where(grad_norm > self.clip_norm, self.clip_norm / grad_norm, 1.0)
             grad = jax.tree.map(lambda g: (g * scale).astype(g.dtype), grad)
 
-        def apply(operand):
-            theta, opt_state, g = operand
-            updates, new_opt_state = self.meta_optimizer.update(
-                g, opt_state, theta, value=metrics["meta_loss"]
-            )
-            return optax.apply_updates(theta, updates), new_opt_state
-
-        def skip(operand):
-            theta, opt_state, _ = operand
-            return theta, opt_state
-
-        theta, opt_state = jax.lax.cond(finite, apply, skip, (state.theta, state.opt_state, grad))
+        updates, new_opt_state = self.meta_optimizer.update(
+            grad, state.opt_state, state.theta, value=metrics["meta_loss"]
+        )
+        new_theta = optax.apply_updates(state.theta, updates)
+        # Apply only a finite meta-gradient, and only if theta stays finite.
+        ok = jnp.logical_and(finite, _all_finite(new_theta))
+        theta, opt_state = jax.tree.map(
+            lambda new, old: jnp.where(ok, new, old),
+            (new_theta, new_opt_state),
+            (state.theta, state.opt_state),
+        )
         # A skipped step whose inner runs hold NaN/inf restarts them (see `step`); otherwise
         # they would keep producing non-finite meta-gradients forever.
         needs_reset = jnp.logical_and(~finite, ~_all_finite(estimator_state))
-        skipped = (~finite).astype(jnp.int32)
+        skipped = (~ok).astype(jnp.int32)
         new_state = TrainState(
             step=state.step + 1,
             theta=theta,
@@ -282,7 +282,7 @@ class MetaTrainer:
             num_skipped=state.num_skipped + skipped,
             num_resets=state.num_resets,
         )
-        metrics.update(grad_norm=grad_norm, skipped=~finite, num_skipped=new_state.num_skipped)
+        metrics.update(grad_norm=grad_norm, skipped=~ok, num_skipped=new_state.num_skipped)
         return new_state, metrics, needs_reset
 
     def _reset_fn(self, state: TrainState) -> TrainState:
@@ -350,7 +350,8 @@ class MetaTrainer:
             before a resume).
 
         Returns:
-          The final meta-parameters ``theta`` (also left in ``self.state.theta``).
+          The final meta-parameters ``theta`` (also left in ``self.state.theta``). If the
+          workdir's checkpoint is already past ``num_outer_steps``, its ``theta``.
 
         Raises:
           ValueError: if ``num_outer_steps`` is not a non-negative integer.
@@ -410,9 +411,7 @@ class MetaTrainer:
                 ckpt.close()
         self.state = state
         if self.workdir is not None and self.lopt is not None and lead:
-            from optax_lopt.serialization import save
-
-            save(
+            serialization.save(
                 os.path.join(self.workdir, FINAL_DIRNAME),
                 self.lopt,
                 jax.device_get(state.theta),
