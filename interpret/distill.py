@@ -190,7 +190,13 @@ def distill(
         parts.append(optax.trace(decay=beta))
         words.append(f"trace({beta:.4g})")
     if schedule is not None:
-        profile = jnp.asarray(np.nan_to_num(schedule.learning_rates), jnp.float32)
+        profile = np.nan_to_num(schedule.learning_rates)
+        if not momentum.relative_to_schedule:
+            # An absolute learning rate: use the schedule's shape relative to its mean over
+            # the steps where momentum was fitted.
+            window = profile[: momentum.num_steps]
+            profile = profile / max(float(np.mean(window)), 1e-30)
+        profile = jnp.asarray(profile, jnp.float32)
         last = profile.shape[0] - 1
 
         def schedule_fn(count):

@@ -34,6 +34,7 @@ class MomentumFit:
       r2: coefficient of determination of the momentum model's updates (1 is exact).
       num_steps: length of the probing gradient sequence.
       gradient_scale: standard deviation of the probing gradients.
+      relative_to_schedule: whether ``learning_rate`` is a factor on a given schedule.
     """
 
     beta: float
@@ -41,6 +42,7 @@ class MomentumFit:
     r2: float
     num_steps: int
     gradient_scale: float
+    relative_to_schedule: bool = False
 
 
 def momentum_updates(gradients: np.ndarray, beta: float, learning_rate: float) -> np.ndarray:
@@ -147,4 +149,5 @@ def fit_momentum(
         r2=r2,
         num_steps=num_steps,
         gradient_scale=float(gradient_scale),
+        relative_to_schedule=learning_rates is not None,
     )
