@@ -129,15 +129,21 @@ def test_checkpointer_rejects_bad_arguments(tmp_path):
 # ------------------------------------------------------------------ the real kill
 
 
-def _script(workdir, num_steps, slow):
+def _script(workdir, num_steps, slow, log):
     cmd = [sys.executable, os.path.abspath(__file__), str(workdir), str(num_steps)]
     env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
-    return subprocess.Popen(
-        cmd + (["--slow"] if slow else []),
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    with open(log, "ab") as stderr:  # a file, not a pipe: a full pipe would block the run
+        return subprocess.Popen(
+            cmd + (["--slow"] if slow else []),
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+
+
+def _tail(log):
+    with open(log, "rb") as f:
+        return f.read().decode(errors="replace")[-2000:]
 
 
 def _checkpoint_steps(workdir):
@@ -151,29 +157,37 @@ def _checkpoint_steps(workdir):
 def test_sigkilled_run_resumes_to_the_same_theta(tmp_path):
     num_steps = 40
     killed_dir, full_dir = tmp_path / "killed", tmp_path / "full"
-    full = _script(full_dir, num_steps, slow=False)
-    victim = _script(killed_dir, num_steps, slow=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        records = read_metrics(killed_dir)
-        if _checkpoint_steps(killed_dir) and records and records[-1]["step"] >= 12:
-            break
-        assert victim.poll() is None, victim.stderr.read().decode()[-2000:]
-        time.sleep(0.05)
-    else:
-        pytest.fail("the run wrote no checkpoint within 60 s")
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
-    killed_at = time.time()
-    assert victim.returncode == -signal.SIGKILL
-    logged_before_kill = read_metrics(killed_dir)[-1]["step"]
-    assert logged_before_kill < num_steps
-    assert not os.path.exists(killed_dir / "final")
-    checkpointed = _checkpoint_steps(killed_dir)[-1]
+    log = tmp_path / "stderr.txt"
+    full = _script(full_dir, num_steps, slow=False, log=log)
+    victim = _script(killed_dir, num_steps, slow=True, log=log)
+    resumed = None
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            records = read_metrics(killed_dir)
+            if _checkpoint_steps(killed_dir) and records and records[-1]["step"] >= 12:
+                break
+            assert victim.poll() is None, _tail(log)
+            time.sleep(0.05)
+        else:
+            pytest.fail("the run wrote no checkpoint within 60 s")
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+        killed_at = time.time()
+        assert victim.returncode == -signal.SIGKILL
+        logged_before_kill = read_metrics(killed_dir)[-1]["step"]
+        assert logged_before_kill < num_steps
+        assert not os.path.exists(killed_dir / "final")
+        checkpointed = _checkpoint_steps(killed_dir)[-1]
 
-    resumed = _script(killed_dir, num_steps, slow=False)
-    assert resumed.wait(timeout=120) == 0, resumed.stderr.read().decode()[-2000:]
-    assert full.wait(timeout=120) == 0, full.stderr.read().decode()[-2000:]
+        resumed = _script(killed_dir, num_steps, slow=False, log=log)
+        assert resumed.wait(timeout=120) == 0, _tail(log)
+        assert full.wait(timeout=120) == 0, _tail(log)
+    finally:
+        for proc in (victim, full, resumed):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
     _, theta_resumed = optax_lopt.load(killed_dir / "final")
     _, theta_full = optax_lopt.load(full_dir / "final")
