@@ -49,6 +49,8 @@ class LRAdaptation:
       recovery_curve: effective learning rate at each step after the burst, normalised by its
         value before the burst, shape ``(max_recovery_steps,)``.
       fixed_points: the `FixedPoints` used.
+      burst_steps: length of the burst.
+      recovery_fraction: the fraction of the pre-burst learning rate that counts as recovered.
     """
 
     gradients: np.ndarray
@@ -58,6 +60,8 @@ class LRAdaptation:
     recovery_time: float
     recovery_curve: np.ndarray
     fixed_points: FixedPoints
+    burst_steps: int = 10
+    recovery_fraction: float = 0.5
 
 
 def lr_adaptation(
@@ -150,4 +154,6 @@ def lr_adaptation(
         recovery_time=recovery_time,
         recovery_curve=curve,
         fixed_points=fps,
+        burst_steps=burst_steps,
+        recovery_fraction=float(recovery_fraction),
     )

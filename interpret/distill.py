@@ -110,8 +110,9 @@ def scale_by_power_rms(
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-def _decay_for_recovery(adaptation: LRAdaptation, burst_steps: int, fraction: float) -> float:
+def _decay_for_recovery(adaptation: LRAdaptation) -> float:
     """The EMA decay whose recovery time after the burst matches the measured one."""
+    burst_steps, fraction = adaptation.burst_steps, adaptation.recovery_fraction
     if not math.isfinite(adaptation.recovery_time):
         return 0.9999
     small, large = adaptation.gradients[0] ** 2, adaptation.gradients[-1] ** 2
@@ -179,7 +180,7 @@ def distill(
     decay = None
     lr = momentum.learning_rate
     if adaptation is not None and adaptation.exponent >= _MIN_EXPONENT:
-        decay = _decay_for_recovery(adaptation, 10, 0.5)
+        decay = _decay_for_recovery(adaptation)
         p = adaptation.exponent
         parts.append(scale_by_power_rms(p, decay))
         words.append(f"scale_by_power_rms(exponent={p:.3g}, decay={decay:.4g})")

@@ -99,3 +99,20 @@ def test_probe_bad_inputs():
         interpret.rollout(optax.sgd(0.1), _loss, PARAMS, 0)
     with pytest.raises(ValueError, match="state"):
         interpret.records(optax.sgd(0.1).init(PARAMS))
+
+
+def test_probe_step_traces_once_under_jit():
+    ptx = interpret.probe(optax.adam(0.1), coordinates=3, buffer_size=4)
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def step(params, state):
+        grads = jax.grad(_loss)(params)
+        updates, state = ptx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    params, state = PARAMS, ptx.init(PARAMS)
+    for _ in range(6):
+        params, state = step(params, state)
+    assert int(state.count) == 6
+    assert np.all(np.isfinite(interpret.records(state).states))
