@@ -232,6 +232,8 @@ def _load_example():
     import pathlib
     import sys
 
+    if "_meta_train_example" in sys.modules:  # absl flags may be defined only once
+        return sys.modules["_meta_train_example"]
     path = pathlib.Path(__file__).parent.parent / "examples" / "meta_train.py"
     spec = importlib.util.spec_from_file_location("_meta_train_example", path)
     module = importlib.util.module_from_spec(spec)
@@ -262,3 +264,19 @@ def test_update_that_would_overflow_theta_is_skipped():
     theta = trainer.train(2)
     assert int(trainer.state.num_skipped) == 2
     chex.assert_trees_all_close(theta, LOPT.init(jax.random.key(0)))
+
+
+def test_example_passes_each_estimator_only_its_knobs():
+    if not hasattr(optax_lopt.meta, "estimator"):
+        pytest.skip("estimators not available")
+    example = _load_example()
+    lopt = optax_lopt.LearnableAdam()
+    config = example.Config(
+        estimator="full_bptt", meta_loss="final", num_tasks=4, truncation_length=7, sigma=0.5
+    )
+    est = example.build_estimator(config, lopt)
+    assert (est.meta_loss, est.num_tasks) == ("final", 4)
+    assert not hasattr(est, "truncation_length") and not hasattr(est, "sigma")
+    config = example.Config(estimator="pes", meta_loss="log_mean_normalized", sigma=0.5)
+    est = example.build_estimator(config, lopt)
+    assert (est.meta_loss, est.sigma, est.truncation_length) == ("log_mean_normalized", 0.5, 20)
