@@ -116,7 +116,11 @@ def parse_optimizer(spec: str, default_learning_rate: float = 0.01) -> optax.Gra
     if "learning_rate" in params and "learning_rate" not in kwargs:
         kwargs["learning_rate"] = default_learning_rate
     tx = factory(**kwargs)
-    interpret.system.check_transform(tx, "optimizer")
+    if not isinstance(tx, optax.GradientTransformation):
+        raise ValueError(
+            f"optimizer: optax.{name} returned a {type(tx).__name__}, expected an "
+            "optax.GradientTransformation."
+        )
     return tx
 
 

@@ -51,6 +51,10 @@ class LRAdaptation:
       fixed_points: the `FixedPoints` used.
       burst_steps: length of the burst.
       recovery_fraction: the fraction of the pre-burst learning rate that counts as recovered.
+
+    References:
+      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
+      mechanisms", arXiv 2011.02159.
     """
 
     gradients: np.ndarray
@@ -92,12 +96,12 @@ def lr_adaptation(
       Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
       mechanisms", arXiv 2011.02159.
     """
-    system = _system.as_system(tx)
-    mags = np.sort(_system.vector("gradients", gradients))
+    system = _system._as_system(tx)
+    mags = np.sort(_system._vector("gradients", gradients))
     if mags.size < 2 or np.any(mags <= 0):
         raise ValueError(f"gradients: expected at least two positive magnitudes, got {mags}.")
-    burst_steps = _system.check_positive_int("burst_steps", burst_steps)
-    max_recovery_steps = _system.check_positive_int("max_recovery_steps", max_recovery_steps)
+    burst_steps = _system._check_positive_int("burst_steps", burst_steps)
+    max_recovery_steps = _system._check_positive_int("max_recovery_steps", max_recovery_steps)
     if not 0 < recovery_fraction < 1:
         raise ValueError(
             f"recovery_fraction: expected a number in (0, 1), got {recovery_fraction!r}."

@@ -40,6 +40,10 @@ class ClippingFit:
       saturation: ``|u| / (lr |g|)`` at the largest gradient probed (1: linear).
       gradients: the positive gradient magnitudes probed.
       updates: ``|u(g) - u(0)|`` at those magnitudes (mean of both signs).
+
+    References:
+      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
+      mechanisms", arXiv 2011.02159.
     """
 
     threshold: float
@@ -79,8 +83,8 @@ def fit_clipping(
       Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
       mechanisms", arXiv 2011.02159.
     """
-    system = _system.as_system(tx)
-    mags = np.logspace(-4, 4, 161) if gradients is None else _system.vector("gradients", gradients)
+    system = _system._as_system(tx)
+    mags = np.logspace(-4, 4, 161) if gradients is None else _system._vector("gradients", gradients)
     if np.any(mags <= 0):
         raise ValueError(f"gradients: expected positive magnitudes, got {mags}.")
     if not 0 < saturation_threshold < 1:

@@ -51,6 +51,10 @@ class Distilled:
       adaptation_decay: decay of the squared-gradient average (None without adaptation).
       learning_rate: the base learning rate of the chain.
       description: the chain in words.
+
+    References:
+      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
+      mechanisms", arXiv 2011.02159.
     """
 
     tx: optax.GradientTransformation
@@ -64,7 +68,11 @@ class Distilled:
 
 
 class AdaptiveScaleState(NamedTuple):
-    """State of the adaptive scaling: step count and average of squared gradients."""
+    """State of `scale_by_power_rms`: step count and average of squared gradients.
+
+    References:
+      Kingma, Ba, "Adam: A Method for Stochastic Optimization", arXiv 1412.6980.
+    """
 
     count: jax.Array
     nu: Any
@@ -119,7 +127,7 @@ def _decay_for_recovery(adaptation: LRAdaptation) -> float:
     p = max(adaptation.exponent, _MIN_EXPONENT)
     target = small * fraction ** (-2 / p)
     best, best_err = 0.9, float("inf")
-    for d in 1 - np.logspace(-4, -0.3, 200):
+    for d in 1 - np.logspace(-0.3, -4, 200):  # fast to slow: ties go to the faster decay
         v = d**burst_steps * small + (1 - d**burst_steps) * large
         n = 0.0 if v <= target else math.log((target - small) / (v - small)) / math.log(d)
         err = abs(n - adaptation.recovery_time)
@@ -157,7 +165,7 @@ def distill(
       Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
       mechanisms", arXiv 2011.02159.
     """
-    system = _system.as_system(tx)
+    system = _system._as_system(tx)
     clipping = clipping or fit_clipping(system, state=clipping_state)
     # Fit schedule and momentum in the linear regime, below any clipping threshold, and
     # momentum relative to the schedule when there is one.
@@ -231,6 +239,10 @@ class AdvantageKept:
       adam_learning_rate: that Adam's learning rate.
       fraction: ``(adam_loss - distilled_loss) / (adam_loss - original_loss)``; nan when the
         original is not better than tuned Adam.
+
+    References:
+      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
+      mechanisms", arXiv 2011.02159.
     """
 
     original_loss: float
@@ -279,10 +291,10 @@ def advantage_kept(
       Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
       mechanisms", arXiv 2011.02159.
     """
-    _system.check_transform(original, "original")
-    _system.check_transform(distilled, "distilled")
-    grid = _system.vector("adam_learning_rates", adam_learning_rates)
-    num_steps = _system.check_positive_int("num_steps", num_steps)
+    _system._check_transform(original, "original")
+    _system._check_transform(distilled, "distilled")
+    grid = _system._vector("adam_learning_rates", adam_learning_rates)
+    num_steps = _system._check_positive_int("num_steps", num_steps)
     adam = np.asarray(
         jax.jit(jax.vmap(lambda lr: _tail_loss(optax.adam(lr), loss_fn, params, num_steps)))(
             jnp.asarray(grid, jnp.float32)

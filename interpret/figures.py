@@ -64,6 +64,10 @@ def plot_update_functions(
 
     Returns:
       ``path``.
+
+    References:
+      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
+      mechanisms", arXiv 2011.02159.
     """
     g = np.linspace(-3, 3, 201) if gradients is None else gradients
     uf = update_function(tx, g, states, step=step)
@@ -105,6 +109,10 @@ def plot_trajectories(
 
     Returns:
       ``path``.
+
+    References:
+      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
+      mechanisms", arXiv 2011.02159.
     """
     x = np.asarray(states, np.float64)
     if x.ndim == 2:
@@ -161,6 +169,10 @@ def plot_eigenvalues(
 
     Returns:
       ``path``.
+
+    References:
+      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
+      mechanisms", arXiv 2011.02159.
     """
     if isinstance(linearizations, Linearization):
         linearizations = [linearizations]
@@ -189,6 +201,10 @@ def plot_schedule(fit: ScheduleFit, path: str | os.PathLike) -> str:
 
     Returns:
       ``path``.
+
+    References:
+      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
+      mechanisms", arXiv 2011.02159.
     """
     fig, ax = _figure()
     steps = np.arange(fit.learning_rates.size)
@@ -210,6 +226,10 @@ def plot_lr_adaptation(fit: LRAdaptation, path: str | os.PathLike) -> str:
 
     Returns:
       ``path``.
+
+    References:
+      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
+      mechanisms", arXiv 2011.02159.
     """
     fig, ax = _figure()
     good = fit.learning_rates > 0

@@ -46,6 +46,10 @@ class FixedPoints:
       distinct: for each input, the converged fixed points found from all starts after merging
         those closer than ``dedup_tolerance * (1 + ||h||)``, each an array ``(k_i, size)``.
       step: the exogenous time at which ``F`` was evaluated.
+
+    References:
+      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
+      mechanisms", arXiv 2011.02159.
     """
 
     inputs: np.ndarray
@@ -93,10 +97,10 @@ def fixed_points(
       Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
       mechanisms", arXiv 2011.02159.
     """
-    system = _system.as_system(tx)
-    g = _system.vector("inputs", inputs)
-    num_starts = _system.check_positive_int("num_starts", num_starts)
-    warmup_steps = _system.check_positive_int("warmup_steps", warmup_steps)
+    system = _system._as_system(tx)
+    g = _system._vector("inputs", inputs)
+    num_starts = _system._check_positive_int("num_starts", num_starts)
+    warmup_steps = _system._check_positive_int("warmup_steps", warmup_steps)
     if num_iterations < 0 or newton_steps < 0:
         raise ValueError(
             "num_iterations, newton_steps: expected non-negative integers, got "

@@ -54,6 +54,10 @@ class Linearization:
       betas: momentum decay of each mode (the eigenvalues).
       alphas: learning rate of each mode read as a momentum term, complex ``(size,)``.
       initial_state: the state the transformation starts from (``tx.init``).
+
+    References:
+      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
+      mechanisms", arXiv 2011.02159.
     """
 
     state: np.ndarray
@@ -96,12 +100,12 @@ def linearize(
       Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
       mechanisms", arXiv 2011.02159.
     """
-    system = _system.as_system(tx)
+    system = _system._as_system(tx)
     n = system.size
     h = np.asarray(system.initial_state if state is None else state, np.float64)
     if h.shape != (n,):
         raise ValueError(f"state: expected shape ({n},), got {h.shape}.")
-    g = float(_system.vector("input", input)[0]) if np.ndim(input) == 0 else None
+    g = float(_system._vector("input", input)[0]) if np.ndim(input) == 0 else None
     if g is None:
         raise ValueError(f"input: expected a scalar gradient, got shape {np.shape(input)}.")
     clock = system.clock_at(step)
@@ -157,7 +161,12 @@ def linearize(
 
 
 class LinearizedState(NamedTuple):
-    """State of `linearized_optimizer`: ``h - h*`` per parameter, trailing dim ``size``."""
+    """State of `linearized_optimizer`: ``h - h*`` per parameter, trailing dim ``size``.
+
+    References:
+      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
+      mechanisms", arXiv 2011.02159.
+    """
 
     delta: Any
 

@@ -35,6 +35,10 @@ class MomentumFit:
       num_steps: length of the probing gradient sequence.
       gradient_scale: standard deviation of the probing gradients.
       relative_to_schedule: whether ``learning_rate`` is a factor on a given schedule.
+
+    References:
+      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
+      mechanisms", arXiv 2011.02159.
     """
 
     beta: float
@@ -46,7 +50,19 @@ class MomentumFit:
 
 
 def momentum_updates(gradients: np.ndarray, beta: float, learning_rate: float) -> np.ndarray:
-    """Updates of ``optax.sgd(learning_rate, momentum=beta)`` for a gradient sequence."""
+    """Updates of ``optax.sgd(learning_rate, momentum=beta)`` for a gradient sequence.
+
+    Args:
+      gradients: shape ``(T,)``.
+      beta: momentum decay.
+      learning_rate: learning rate.
+
+    Returns:
+      The updates ``-learning_rate * m_t`` with ``m_t = beta m_(t-1) + g_t``, shape ``(T,)``.
+
+    References:
+      Polyak, "Some methods of speeding up the convergence of iteration methods" (1964).
+    """
     m, out = 0.0, np.empty(len(gradients))
     for t, g in enumerate(gradients):
         m = beta * m + g
@@ -59,6 +75,17 @@ def r_squared(target: np.ndarray, prediction: np.ndarray) -> float:
 
     A target that is constant up to float32 resolution gives 1.0 when matched to that
     resolution and -inf otherwise.
+
+    Args:
+      target: the measured values.
+      prediction: the model's values, same shape.
+
+    Returns:
+      The coefficient of determination (1 is exact; negative is worse than the mean).
+
+    References:
+      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
+      mechanisms", arXiv 2011.02159.
     """
     target, prediction = np.asarray(target, np.float64), np.asarray(prediction, np.float64)
     sse = float(np.sum((target - prediction) ** 2))
@@ -120,8 +147,8 @@ def fit_momentum(
       Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
       mechanisms", arXiv 2011.02159.
     """
-    system = _system.as_system(tx)
-    num_steps = _system.check_positive_int("num_steps", num_steps)
+    system = _system._as_system(tx)
+    num_steps = _system._check_positive_int("num_steps", num_steps)
     if num_steps < 3:
         raise ValueError(f"num_steps: expected at least 3, got {num_steps}.")
     if not gradient_scale > 0:

@@ -42,6 +42,10 @@ class ProbeState(NamedTuple):
       updates: ring buffer of updates, shape ``(buffer_size, num_coordinates)``.
       states: ring buffer of per-coordinate states *before* each step, shape
         ``(buffer_size, num_coordinates, state_size)``.
+
+    References:
+      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
+      mechanisms", arXiv 2011.02159.
     """
 
     inner: Any
@@ -60,6 +64,10 @@ class Records:
       gradients: shape ``(T, num_coordinates)``.
       updates: shape ``(T, num_coordinates)``.
       states: state before each step, shape ``(T, num_coordinates, state_size)``.
+
+    References:
+      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
+      mechanisms", arXiv 2011.02159.
     """
 
     steps: np.ndarray
@@ -79,6 +87,10 @@ class Rollout:
       states: per-coordinate state before each step, ``(num_steps, num_coordinates, size)``.
       params: the parameters after the last step.
       coordinates: the flat indices that were recorded.
+
+    References:
+      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
+      mechanisms", arXiv 2011.02159.
     """
 
     losses: np.ndarray
@@ -179,8 +191,8 @@ def probe(
       Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
       mechanisms", arXiv 2011.02159.
     """
-    _system.check_transform(tx)
-    buffer_size = _system.check_positive_int("buffer_size", buffer_size)
+    _system._check_transform(tx)
+    buffer_size = _system._check_positive_int("buffer_size", buffer_size)
     inner_tx = optax.with_extra_args_support(tx)
 
     def init_fn(params):
@@ -239,6 +251,10 @@ def records(state: Any) -> Records:
 
     Returns:
       `Records` of the last ``min(count, buffer_size)`` steps.
+
+    References:
+      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
+      mechanisms", arXiv 2011.02159.
     """
     state = _find_probe_state(state)
     count = int(state.count)
@@ -275,9 +291,13 @@ def rollout(
 
     Returns:
       A `Rollout`.
+
+    References:
+      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
+      mechanisms", arXiv 2011.02159.
     """
-    _system.check_transform(tx)
-    num_steps = _system.check_positive_int("num_steps", num_steps)
+    _system._check_transform(tx)
+    num_steps = _system._check_positive_int("num_steps", num_steps)
     if not callable(loss_fn):
         raise ValueError(f"loss_fn: expected a callable, got {type(loss_fn).__name__}.")
     coords = _resolve_coordinates(params, coordinates)

@@ -40,6 +40,10 @@ class ScheduleFit:
       peak_learning_rate: the largest of ``learning_rates``.
       warmup_steps: steps before ``learning_rates`` first reaches 99% of the peak.
       decay: ``learning_rates[-1] / peak_learning_rate`` (1: no decay).
+
+    References:
+      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
+      mechanisms", arXiv 2011.02159.
     """
 
     learning_rates: np.ndarray
@@ -73,9 +77,9 @@ def fit_schedule(
       Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
       mechanisms", arXiv 2011.02159.
     """
-    system = _system.as_system(tx)
-    num_steps = _system.check_positive_int("num_steps", num_steps)
-    num_samples = _system.check_positive_int("num_samples", num_samples)
+    system = _system._as_system(tx)
+    num_steps = _system._check_positive_int("num_steps", num_steps)
+    num_samples = _system._check_positive_int("num_samples", num_samples)
     if not gradient_scale > 0:
         raise ValueError(f"gradient_scale: expected a positive number, got {gradient_scale!r}.")
     g = gradient_scale * jax.random.normal(

@@ -42,7 +42,7 @@ def _is_float(leaf: Any) -> bool:
     return jnp.issubdtype(jnp.asarray(leaf).dtype, jnp.inexact)
 
 
-def check_transform(tx: Any, name: str = "tx") -> None:
+def _check_transform(tx: Any, name: str = "tx") -> None:
     """Raises a ValueError naming ``name`` unless ``tx`` has callable ``init`` and ``update``."""
     if not (callable(getattr(tx, "init", None)) and callable(getattr(tx, "update", None))):
         raise ValueError(
@@ -51,7 +51,7 @@ def check_transform(tx: Any, name: str = "tx") -> None:
         )
 
 
-def update_kwargs(tx: Any, value: Any) -> dict[str, Any]:
+def _update_kwargs(tx: Any, value: Any) -> dict[str, Any]:
     """``{"value": value}`` for transforms that take extra args and a given value, else ``{}``."""
     if value is not None and isinstance(tx, optax.GradientTransformationExtraArgs):
         return {"value": value}
@@ -71,6 +71,10 @@ class ScalarSystem:
       dtype: the dtype of ``h``.
       param: the scalar parameter the transform sees.
       value: the loss passed as ``value=`` (only to ``GradientTransformationExtraArgs``).
+
+    References:
+      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
+      mechanisms", arXiv 2011.02159.
     """
 
     tx: optax.GradientTransformation
@@ -127,7 +131,7 @@ class ScalarSystem:
         clock = self.initial_clock if clock is None else clock
         state = self.unflatten(h, clock)
         g = jnp.asarray(g, self.param.dtype).reshape(())
-        u, new_state = self.tx.update(g, state, self.param, **update_kwargs(self.tx, self.value))
+        u, new_state = self.tx.update(g, state, self.param, **_update_kwargs(self.tx, self.value))
         new_h, new_clock = self.flatten(new_state)
         return new_h, jnp.asarray(u, self.dtype).reshape(()), new_clock
 
@@ -208,7 +212,7 @@ def scalar_system(
       Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
       mechanisms", arXiv 2011.02159.
     """
-    check_transform(tx)
+    _check_transform(tx)
     if not jnp.issubdtype(jnp.dtype(dtype), jnp.floating):
         raise ValueError(f"dtype: expected a floating-point dtype, got {dtype!r}.")
     p = jnp.asarray(param, dtype).reshape(())
@@ -241,7 +245,21 @@ def scalar_system(
 def effective_learning_rate(
     system: ScalarSystem, h: jax.Array, g: jax.Array, clock: Clock | None = None
 ) -> jax.Array:
-    """``-dG/dg`` at ``(h, g)``: the effective learning rate of one step."""
+    """``-dG/dg`` at ``(h, g)``: the effective learning rate of one step.
+
+    Args:
+      system: a `ScalarSystem`.
+      h: state vector, shape ``(size,)``.
+      g: scalar gradient.
+      clock: the time (default ``system.initial_clock``).
+
+    Returns:
+      A scalar.
+
+    References:
+      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
+      mechanisms", arXiv 2011.02159.
+    """
     return -jax.grad(lambda gg: system.update(h, gg, clock))(jnp.asarray(g, system.dtype))
 
 
@@ -262,29 +280,33 @@ def typical_state(
 
     Returns:
       The state vector, shape ``(size,)``.
+
+    References:
+      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
+      mechanisms", arXiv 2011.02159.
     """
-    system = as_system(tx)
-    num_steps = check_positive_int("num_steps", num_steps)
+    system = _as_system(tx)
+    num_steps = _check_positive_int("num_steps", num_steps)
     g = gradient_scale * jax.random.normal(jax.random.key(seed), (num_steps,), system.dtype)
     hs, _ = jax.jit(system.run)(g)
     return system.next_state(hs[-1], g[-1], system.clock_at(num_steps - 1))
 
 
-def as_system(tx_or_system: Any, **kwargs: Any) -> ScalarSystem:
+def _as_system(tx_or_system: Any, **kwargs: Any) -> ScalarSystem:
     """Returns ``tx_or_system`` if it is a `ScalarSystem`, else ``scalar_system(tx, ...)``."""
     if isinstance(tx_or_system, ScalarSystem):
         return tx_or_system
     return scalar_system(tx_or_system, **kwargs)
 
 
-def check_positive_int(name: str, value: Any) -> int:
+def _check_positive_int(name: str, value: Any) -> int:
     """Returns ``int(value)`` or raises a ValueError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name}: expected a positive integer, got {value!r}.")
     return int(value)
 
 
-def vector(name: str, values: Any, ndim: int = 1) -> np.ndarray:
+def _vector(name: str, values: Any, ndim: int = 1) -> np.ndarray:
     """``values`` as a finite float64 numpy array with ``ndim`` dims, or a named ValueError."""
     arr = np.asarray(values, dtype=np.float64)
     if arr.ndim == 0 and ndim == 1:

@@ -32,6 +32,10 @@ class UpdateFunction:
       updates: ``u(g | h)``, shape ``(S, G)`` (one row per state).
       effective_learning_rates: ``-du/dg``, shape ``(S, G)``.
       states: the states, shape ``(S, size)``.
+
+    References:
+      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
+      mechanisms", arXiv 2011.02159.
     """
 
     gradients: np.ndarray
@@ -62,8 +66,8 @@ def update_function(
       Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
       mechanisms", arXiv 2011.02159.
     """
-    system = _system.as_system(tx)
-    g = _system.vector("gradients", gradients)
+    system = _system._as_system(tx)
+    g = _system._vector("gradients", gradients)
     h = np.asarray(system.initial_state if states is None else states, np.float64)
     if h.ndim == 1:
         h = h[None]
