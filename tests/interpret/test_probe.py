@@ -116,3 +116,15 @@ def test_probe_step_traces_once_under_jit():
         params, state = step(params, state)
     assert int(state.count) == 6
     assert np.all(np.isfinite(interpret.records(state).states))
+
+
+def test_probed_states_are_the_scalar_systems_states():
+    from conftest import gru_optimizer
+
+    tx = gru_optimizer(4, seed=3)
+    r = interpret.rollout(tx, _loss, PARAMS, 12, coordinates=[2, 6])
+    system = interpret.scalar_system(tx)
+    for k in range(2):
+        hs, us = system.run(jnp.asarray(r.gradients[:, k]))
+        np.testing.assert_allclose(r.states[:, k], hs, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(r.updates[:, k], us, rtol=1e-5, atol=1e-7)
