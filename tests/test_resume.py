@@ -207,3 +207,16 @@ if __name__ == "__main__":
     _trainer(
         _workdir, checkpoint_every=5, on_step=(lambda s, r: time.sleep(0.1)) if _slow else None
     ).train(_num_steps)
+
+
+def test_metrics_writer_and_reader(tmp_path):
+    from optax_lopt.meta import metrics_log
+
+    assert read_metrics(tmp_path) == []
+    with metrics_log.MetricsWriter(tmp_path) as writer:
+        writer.write({"step": 1, "meta_loss": float("inf"), "values": [1.0, float("nan")]})
+        with pytest.raises(ValueError, match="record"):
+            writer.write({"meta_loss": 1.0})
+    assert read_metrics(tmp_path) == [{"step": 1, "meta_loss": None, "values": [1.0, None]}]
+    assert metrics_log.truncate_metrics(tmp_path, 0) == 0
+    assert read_metrics(tmp_path) == []
