@@ -59,7 +59,7 @@ def fit_clipping(
     tx: optax.GradientTransformation | _system.ScalarSystem,
     *,
     state: Any = None,
-    step: int = 0,
+    step: int | None = None,
     gradients: Any = None,
     saturation_threshold: float = 0.5,
 ) -> ClippingFit:
@@ -70,7 +70,8 @@ def fit_clipping(
       state: the state ``h`` of the update function; default `interpret.typical_state` (the
         state after 100 unit Gaussian gradients), because the initial state is often
         degenerate (Adam's zero second moment makes its first step ``-lr * sign(g)``).
-      step: exogenous time.
+      step: exogenous time; default 100 with the default state (the time it was reached at),
+        else 0.
       gradients: positive magnitudes to probe (default ``logspace(-4, 4, 161)``); the
         smallest must lie below the threshold, the largest above.
       saturation_threshold: the update counts as saturating when ``|u| / (lr |g|)`` at the
@@ -93,7 +94,9 @@ def fit_clipping(
         )
     mags = np.sort(mags)
     if state is None:
-        state = _system.typical_state(system)
+        state = _system.typical_state(system, num_steps=100)
+        step = 100 if step is None else step
+    step = 0 if step is None else step
     uf = update_function(system, np.concatenate([-mags[::-1], [0.0], mags]), state, step=step)
     n = mags.size
     u = uf.updates[0] - uf.updates[0, n]  # remove the offset u(0 | h), e.g. momentum's
