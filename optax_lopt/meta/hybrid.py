@@ -22,12 +22,25 @@ from optax_lopt.meta.unroll import (
 from optax_lopt.tasks.base import TaskFamily
 
 
-def _mean_and_variance(samples: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Mean over axis 0 and the variance of that mean (unbiased sample variance / n)."""
-    n = samples.shape[0]
-    mean = jnp.mean(samples, axis=0)
-    var = jnp.sum(jnp.square(samples - mean), axis=0) / (n - 1)
-    return mean, var / n
+def _combination_weight(r: jax.Array, e: jax.Array) -> jax.Array:
+    """Per coordinate, the weight ``w`` in [0, 1] of ``w mean(r) + (1 - w) mean(e)``.
+
+    ``w = (v_e - c) / (v_r + v_e - 2 c)`` from the sample variances ``v_r, v_e`` and the sample
+    covariance ``c`` of the per-task samples (axis 0), clipped to [0, 1]: the minimum-variance
+    combination of two unbiased estimates, which is inverse-variance weighting when ``c = 0``.
+    """
+    n = r.shape[0]
+    dr = r - jnp.mean(r, axis=0)
+    de = e - jnp.mean(e, axis=0)
+    v_r = jnp.sum(dr * dr, axis=0) / (n - 1)
+    v_e = jnp.sum(de * de, axis=0) / (n - 1)
+    c = jnp.sum(dr * de, axis=0) / (n - 1)
+    denominator = v_r + v_e - 2.0 * c  # the variance of r - e: >= 0
+    tiny = jnp.finfo(denominator.dtype).tiny
+    weight = (v_e - c) / jnp.maximum(denominator, tiny)
+    # Identical samples (r == e): either estimate will do.
+    weight = jnp.where(denominator > tiny, weight, 0.5)
+    return jnp.clip(weight, 0.0, 1.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,11 +55,15 @@ class Hybrid(GradientEstimator):
       backpropagation through the truncation;
     - ES: ``e_i = eps_i (L(theta + eps_i) - L(theta - eps_i)) / (2 sigma^2)``.
 
-    With means ``r, e`` over the ``num_tasks`` samples and per-coordinate variances of those
-    means ``v_r, v_e`` (sample variances / ``num_tasks``), the estimate is
-    ``(r / v_r + e / v_e) / (1 / v_r + 1 / v_e)``. A coordinate whose reparameterisation
-    samples are not all finite (exploding backpropagation) uses ES alone. Needs
-    ``num_tasks >= 2``.
+    With means ``r, e`` over the ``num_tasks`` samples, per-coordinate sample variances
+    ``v_r, v_e`` and covariance ``c``, the estimate is ``w r + (1 - w) e`` with
+    ``w = clip((v_e - c) / (v_r + v_e - 2 c), 0, 1)``. For uncorrelated parts (``c = 0``) this
+    is the paper's inverse-variance weighting ``(r / v_r + e / v_e) / (1 / v_r + 1 / v_e)``;
+    because both parts here come from the same runs they are correlated, and the covariance
+    term (with the clipping) keeps the combination's variance at most that of the better
+    part, which plain inverse-variance weighting does not guarantee. A coordinate whose
+    reparameterisation samples are not all finite (exploding backpropagation) uses ES alone.
+    Needs ``num_tasks >= 2``.
 
     Args:
       lopt: the learned optimizer.
@@ -133,14 +150,13 @@ class Hybrid(GradientEstimator):
             e_samples = diff.reshape((-1,) + (1,) * (e.ndim - 1)) * e
             finite = jnp.all(jnp.isfinite(r_samples), axis=0)
             r_samples = jnp.where(finite, r_samples, 0.0)
-            r_mean, r_var = _mean_and_variance(r_samples)
-            e_mean, e_var = _mean_and_variance(e_samples)
-            tiny = jnp.finfo(r_var.dtype).tiny
-            w_r = jnp.where(finite, 1.0 / jnp.maximum(r_var, tiny), 0.0)
-            w_e = 1.0 / jnp.maximum(e_var, tiny)
-            hybrid = (w_r * r_mean + w_e * e_mean) / (w_r + w_e)
+            weight = _combination_weight(r_samples, e_samples)
+            weight = jnp.where(finite, weight, 0.0)
+            r_mean = jnp.mean(r_samples, axis=0)
+            e_mean = jnp.mean(e_samples, axis=0)
+            hybrid = weight * r_mean + (1.0 - weight) * e_mean
             r_out = jnp.where(finite, r_mean, jnp.nan)
-            return r_out, e_mean, hybrid, jnp.mean(w_r / (w_r + w_e))
+            return r_out, e_mean, hybrid, jnp.mean(weight)
 
         parts = jax.tree.map(combine, per_run, noise)
         treedef = jax.tree.structure(theta)
