@@ -6,7 +6,10 @@ References:
 """
 
 from optax_lopt.architectures.componentwise_rnn import ComponentwiseRNN
+from optax_lopt.architectures.factored_mlp_lopt import FactoredMLPLOpt
+from optax_lopt.architectures.hierarchical import HierarchicalLOpt
 from optax_lopt.architectures.learnable import LearnableAdam, LearnableSGDM
+from optax_lopt.architectures.mlp_lopt import MLPLOpt
 from optax_lopt.base import LearnedOptimizer, MetaParams, architecture, architectures, from_config
 from optax_lopt.serialization import load, save
 
@@ -14,9 +17,12 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ComponentwiseRNN",
+    "FactoredMLPLOpt",
+    "HierarchicalLOpt",
     "LearnableAdam",
     "LearnableSGDM",
     "LearnedOptimizer",
+    "MLPLOpt",
     "MetaParams",
     "architecture",
     "architectures",

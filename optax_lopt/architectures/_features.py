@@ -1,0 +1,422 @@
+"""Per-parameter feature helpers shared by the MLP-based learned optimizers.
+
+Everything here works on one parameter leaf at a time and is written so that XLA fuses the
+features and the small per-parameter network into as few passes over memory as possible:
+
+* accumulators (momenta, second moments, Adafactor-style factored second moments) are
+  updated with plain elementwise arithmetic;
+* features are normalised by their root-mean-square over the tensor (one reduction each,
+  which XLA batches into a multi-output reduction);
+* the per-parameter MLP is applied by :func:`elementwise_mlp` as explicit multiply-adds of
+  scalar weights with whole feature arrays. With a handful of features and hidden units this
+  fuses into a single elementwise loop and never materialises a ``(num_params, features)``
+  matrix, which on a CPU is several times faster than a ``dot`` with such a thin inner
+  dimension;
+* per-step quantities that are the same for every coordinate of a tensor (step embedding,
+  loss features, per-tensor context) enter the MLP through its first-layer bias, so they cost
+  nothing per coordinate.
+
+References:
+  Metz et al., "Understanding and correcting pathologies in the training of learned
+  optimizers", arXiv 1810.10180.
+  Shazeer, Stern, "Adafactor: Adaptive Learning Rates with Sublinear Memory Cost",
+  arXiv 1804.04235.
+  Metz et al., "Practical tradeoffs between memory, compute, and performance in learned
+  optimizers", arXiv 2203.11860.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+
+from optax_lopt import _numerics
+
+FEATURE_LIMIT = 1e15
+"""Features are clipped to this magnitude before normalisation, so that the mean of their
+squares over a tensor of up to ~1e8 entries stays finite in float32."""
+
+SECOND_MOMENT_EPS = 1e-30
+"""Added to squared gradients in second-moment accumulators (as in Adafactor)."""
+
+RSQRT_EPS = 1e-16
+"""Added to second moments before ``rsqrt``: ``1 / sqrt(v + 1e-16)``, i.e. eps 1e-8 on the
+root second moment, as in Adam."""
+
+_NORM_EPS = 1e-30
+
+DEFAULT_TIMESCALES = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0, 30000.0)
+"""Timescales of :func:`step_embedding`, in steps."""
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def check_decays(name: str, decays: Sequence[float], allow_empty: bool = False) -> None:
+    """Raises a ValueError unless ``decays`` is a tuple of numbers in (0, 1)."""
+    if not isinstance(decays, tuple):
+        raise ValueError(f"{name}: expected a tuple of decay rates, got {decays!r}.")
+    if not decays and not allow_empty:
+        raise ValueError(f"{name}: expected at least one decay rate, got an empty tuple.")
+    for d in decays:
+        if not isinstance(d, (int, float)) or not 0.0 < d < 1.0:
+            raise ValueError(f"{name}: expected decay rates in (0, 1), got {decays!r}.")
+
+
+def check_positive(name: str, value: Any) -> None:
+    """Raises a ValueError unless ``value`` is a positive number."""
+    if not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{name}: expected a positive number, got {value!r}.")
+
+
+def check_nonnegative(name: str, value: Any) -> None:
+    """Raises a ValueError unless ``value`` is a number >= 0."""
+    if not isinstance(value, (int, float)) or not value >= 0:
+        raise ValueError(f"{name}: expected a non-negative number, got {value!r}.")
+
+
+def check_size(name: str, value: Any) -> None:
+    """Raises a ValueError unless ``value`` is a positive int."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name}: expected a positive int, got {value!r}.")
+
+
+def check_sizes(name: str, value: Any) -> None:
+    """Raises a ValueError unless ``value`` is a tuple of positive ints (may be empty)."""
+    if not isinstance(value, tuple) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value
+    ):
+        raise ValueError(f"{name}: expected a tuple of positive ints, got {value!r}.")
+
+
+# ----------------------------------------------------------------------------- accumulators
+
+
+def ema(old: jax.Array, new: jax.Array, decay: float) -> jax.Array:
+    """Exponential moving average ``decay * old + (1 - decay) * new``, in ``old``'s dtype."""
+    return (decay * old + (1.0 - decay) * new).astype(old.dtype)
+
+
+def init_momenta(params: Any, decays: Sequence[float]) -> tuple[Any, ...]:
+    """One params-shaped tree of zeros (compute dtype) per momentum decay."""
+    return tuple(jax.tree.map(_numerics.zeros_for, params) for _ in decays)
+
+
+def update_momenta(momenta: tuple[Any, ...], grads: Any, decays: Sequence[float]) -> tuple:
+    """EMAs of the gradient, one tree per decay (``m <- d m + (1 - d) g``)."""
+    return tuple(
+        jax.tree.map(lambda m, g, d=d: ema(m, g, d), tree, grads)
+        for tree, d in zip(momenta, decays, strict=True)
+    )
+
+
+class FactoredMoment(NamedTuple):
+    """Adafactor-style second moment of one parameter leaf.
+
+    For leaves of rank >= 2, ``row`` holds the mean of ``g**2`` over the last axis (shape
+    ``p.shape[:-1]``) and ``col`` the mean over the second-to-last axis (shape
+    ``p.shape[:-2] + p.shape[-1:]``). For leaves of rank < 2 the moment is kept in full:
+    ``row`` has the leaf's shape and ``col`` is an unused scalar.
+    """
+
+    row: jax.Array
+    col: jax.Array
+
+
+def _is_factored(shape: tuple[int, ...]) -> bool:
+    return len(shape) >= 2
+
+
+def init_factored(p: Any) -> FactoredMoment:
+    """Zero `FactoredMoment` for a leaf (array or ``jax.ShapeDtypeStruct``)."""
+    shape = tuple(p.shape)
+    dtype = _numerics.compute_dtype(p.dtype)
+    if _is_factored(shape):
+        return FactoredMoment(
+            row=jnp.zeros(shape[:-1], dtype), col=jnp.zeros(shape[:-2] + shape[-1:], dtype)
+        )
+    return FactoredMoment(row=jnp.zeros(shape, dtype), col=jnp.zeros((), dtype))
+
+
+def update_factored(state: FactoredMoment, g: jax.Array, decay: float) -> FactoredMoment:
+    """Accumulates ``g**2 + eps`` into the factored moment with EMA ``decay``."""
+    g2 = jnp.square(g.astype(state.row.dtype)) + SECOND_MOMENT_EPS
+    if _is_factored(g.shape):
+        return FactoredMoment(
+            row=ema(state.row, jnp.mean(g2, axis=-1), decay),
+            col=ema(state.col, jnp.mean(g2, axis=-2), decay),
+        )
+    return FactoredMoment(row=ema(state.row, g2, decay), col=state.col)
+
+
+def factored_rsqrt(state: FactoredMoment, shape: tuple[int, ...]) -> jax.Array:
+    """``1 / sqrt(v_hat + eps)`` with ``v_hat`` the rank-one Adafactor estimate of ``g**2``.
+
+    ``v_hat[..., i, j] = row[..., i] * col[..., j] / mean(row[..., :])`` for factored leaves.
+    """
+    if _is_factored(shape):
+        row_mean = jnp.maximum(jnp.mean(state.row, axis=-1, keepdims=True), _NORM_EPS)
+        # rsqrt(r_i c_j / mean(r)) = rsqrt(r_i / mean(r)) * rsqrt(c_j): a rank-one outer
+        # product of two small vectors, broadcast inside the fused elementwise pass.
+        r = jax.lax.rsqrt(state.row / row_mean + RSQRT_EPS)
+        c = jax.lax.rsqrt(state.col + RSQRT_EPS)
+        return r[..., :, None] * c[..., None, :]
+    return jax.lax.rsqrt(state.row + RSQRT_EPS)
+
+
+# ----------------------------------------------------------------------------- features
+
+
+def step_embedding(count: jax.Array, timescales: Sequence[float] = DEFAULT_TIMESCALES):
+    """``tanh(t / timescale)`` for each timescale: a float32 vector describing the step ``t``.
+
+    References:
+      Metz et al., "Tasks, stability, architecture, and compute: Training more effective
+      learned optimizers, and using them to train themselves", arXiv 2009.11243.
+    """
+    t = count.astype(jnp.float32)
+    return jnp.tanh(t / jnp.asarray(timescales, jnp.float32))
+
+
+def mean_square(x: jax.Array) -> jax.Array:
+    """Mean of ``x**2`` over all axes; 0 for an empty array (no NaN)."""
+    return jnp.sum(jnp.square(x)) / max(x.size, 1)
+
+
+def normalize(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Divides a feature by its root-mean-square over the tensor.
+
+    Returns:
+      ``(x / rms(x), rms(x))``; ``x`` is first clipped to ``+/- FEATURE_LIMIT`` so the mean
+      of squares stays finite.
+    """
+    x = jnp.clip(x, -FEATURE_LIMIT, FEATURE_LIMIT)
+    ms = mean_square(x)
+    return x * jax.lax.rsqrt(ms + _NORM_EPS), jnp.sqrt(ms)
+
+
+def build_features(
+    p: jax.Array,
+    g: jax.Array,
+    momenta: Sequence[jax.Array],
+    rsqrts: Sequence[jax.Array],
+) -> tuple[list[jax.Array], list[jax.Array]]:
+    """Per-coordinate features from the parameter, gradient, momenta and second moments.
+
+    Features, in order: ``p``, ``g``, each momentum ``m_k``, then for each inverse root
+    second moment ``r`` (full or factored): ``r``, ``g * r`` and ``m_k * r`` for every ``k``.
+    Each feature is divided by its root-mean-square over the tensor.
+
+    Args:
+      p: the parameter (zeros when params are not given).
+      g: the cleaned gradient.
+      momenta: the updated momenta of this leaf.
+      rsqrts: ``1 / sqrt(v + eps)`` for each second-moment accumulator of this leaf.
+
+    Returns:
+      ``(features, scales)``: the normalised features and the root-mean-square of each raw
+      feature (per-tensor statistics, used by hierarchical models).
+    """
+    raw = [p, g, *momenta]
+    for r in rsqrts:
+        raw += [r, g * r, *(m * r for m in momenta)]
+    feats, scales = [], []
+    for x in raw:
+        f, s = normalize(x)
+        feats.append(f)
+        scales.append(s)
+    return feats, scales
+
+
+def num_features(num_momenta: int, num_second_moments: int) -> int:
+    """Length of the feature list of :func:`build_features`."""
+    return 2 + num_momenta + num_second_moments * (2 + num_momenta)
+
+
+def adam_feature_index(momentum_decays: Sequence[float], num_second_moments: int) -> int:
+    """Index in :func:`build_features` of the Adam-like direction ``m * r``.
+
+    Uses the momentum whose decay is closest to 0.9 and the first second moment; without
+    second moments, that momentum itself.
+    """
+    k = min(range(len(momentum_decays)), key=lambda i: abs(momentum_decays[i] - 0.9))
+    if num_second_moments == 0:
+        return 2 + k
+    return 2 + len(momentum_decays) + 2 + k
+
+
+def init_skip(num_inputs: int, index: int) -> dict:
+    """Linear skip readout ``(num_inputs, 2)`` whose direction is feature ``index``.
+
+    With it an untrained optimizer moves along that (normalised) feature with step
+    ``step_mult``; the MLP's output layer starts small, so it only perturbs that direction.
+    """
+    w = jnp.zeros((num_inputs, 2), jnp.float32).at[index, 0].set(1.0)
+    return {"w": w}
+
+
+# ----------------------------------------------------------------------------- networks
+
+
+def init_dense(key: chex.PRNGKey, fan_in: int, fan_out: int, scale: float = 1.0) -> dict:
+    """A dense layer ``{"w": (fan_in, fan_out), "b": (fan_out,)}``, LeCun-normal times scale."""
+    w = jax.random.normal(key, (fan_in, fan_out), jnp.float32) * (scale / max(fan_in, 1) ** 0.5)
+    return {"w": w, "b": jnp.zeros((fan_out,), jnp.float32)}
+
+
+def init_mlp(
+    key: chex.PRNGKey,
+    num_inputs: int,
+    hidden_sizes: Sequence[int],
+    num_outputs: int,
+    output_scale: float,
+) -> list[dict]:
+    """Dense layers of a ReLU MLP; the last layer's weights are scaled by ``output_scale``."""
+    sizes = [num_inputs, *hidden_sizes, num_outputs]
+    keys = jax.random.split(key, len(sizes) - 1)
+    layers = []
+    for i, (k, a, b) in enumerate(zip(keys, sizes[:-1], sizes[1:], strict=True)):
+        scale = output_scale if i == len(sizes) - 2 else 1.0
+        layers.append(init_dense(k, a, b, scale))
+    return layers
+
+
+def elementwise_dense(
+    inputs: Sequence[jax.Array], w: jax.Array, b: Sequence[Any]
+) -> list[jax.Array]:
+    """``outputs[j] = b[j] + sum_i inputs[i] * w[i, j]`` on whole arrays.
+
+    ``b`` is a ``(fan_out,)`` array or a sequence of ``fan_out`` arrays broadcastable to the
+    inputs (per-coordinate biases). Written as scalar-times-array multiply-adds so that XLA
+    fuses a chain of such layers, with the feature computations, into one elementwise loop.
+    """
+    fan_in, fan_out = w.shape
+    if fan_in != len(inputs):
+        raise ValueError(f"w: expected {len(inputs)} input rows, got shape {w.shape}.")
+    dtype = inputs[0].dtype
+    w_flat = list(w.astype(dtype).reshape(-1))
+    outs = []
+    for j in range(fan_out):
+        acc = jnp.asarray(b[j]).astype(dtype)
+        for i in range(fan_in):
+            acc = acc + inputs[i] * w_flat[i * fan_out + j]
+        outs.append(acc)
+    return outs
+
+
+def elementwise_mlp(
+    inputs: Sequence[jax.Array], layers: Sequence[dict], first_bias: Sequence[Any] | None = None
+) -> list[jax.Array]:
+    """Applies a ReLU MLP coordinate-wise to a list of same-shape feature arrays.
+
+    Args:
+      inputs: features, each of the same shape.
+      layers: dense layers as built by :func:`init_mlp`.
+      first_bias: optional terms added to the first layer's bias: a ``(fan_out,)`` array
+        (per-step terms such as the step embedding) or ``fan_out`` arrays broadcastable to
+        the inputs (per-tensor context laid out per coordinate).
+
+    Returns:
+      The output arrays (one per output unit), each of the inputs' shape.
+    """
+    h = list(inputs)
+    for i, layer in enumerate(layers):
+        b = layer["b"]
+        if i == 0 and first_bias is not None:
+            b = [b[j] + first_bias[j] for j in range(b.shape[0])]
+        h = elementwise_dense(h, layer["w"], b)
+        if i < len(layers) - 1:
+            h = [jax.nn.relu(x) for x in h]
+    return h
+
+
+def _per_coordinate(values: Sequence[Any], sizes: Sequence[int], dtype: Any) -> jax.Array:
+    """Lays per-leaf scalars out along the concatenated coordinates of those leaves."""
+    if len(values) == 1:
+        return jnp.asarray(values[0]).astype(dtype)
+    return jnp.concatenate([jnp.full((n,), v, dtype) for v, n in zip(values, sizes, strict=True)])
+
+
+def mlp_updates(
+    features: Sequence[Sequence[jax.Array]],
+    net: dict,
+    first_bias: Any,
+    step_mult: Any,
+    exp_mult: float,
+) -> list[jax.Array]:
+    """Updates of every leaf: one MLP pass over all coordinates, direction * exp(magnitude).
+
+    Leaves of the same dtype are flattened and concatenated, so the per-coordinate network
+    appears once in the compiled program whatever the number of leaves (compile time and
+    program size do not grow with the tree) and XLA runs it as one fused loop.
+
+    Args:
+      features: per leaf, its list of normalised features (see :func:`build_features`).
+      net: ``{"mlp": layers, "skip": {"w": (num_features, 2)}}``.
+      first_bias: added to the MLP's first-layer bias: None, one ``(fan_out,)`` array for
+        all leaves, or a list with one ``(fan_out,)`` array per leaf.
+      step_mult: overall step scale: a number, or a list with one scalar per leaf.
+      exp_mult: scale of the magnitude in the exponent.
+
+    Returns:
+      One update per leaf, of the leaf's shape and its features' dtype.
+    """
+    per_leaf_bias = isinstance(first_bias, (list, tuple))
+    per_leaf_step = isinstance(step_mult, (list, tuple))
+    groups: dict[Any, list[int]] = {}
+    for i, feats in enumerate(features):
+        groups.setdefault(jnp.dtype(feats[0].dtype), []).append(i)
+    results: list[Any] = [None] * len(features)
+    for dtype, idx in groups.items():
+        shapes = [features[i][0].shape for i in idx]
+        sizes = [features[i][0].size for i in idx]
+        if len(idx) == 1:
+            flat = [f.reshape(-1) for f in features[idx[0]]]
+        else:
+            flat = [
+                jnp.concatenate([features[i][k].reshape(-1) for i in idx])
+                for k in range(len(features[idx[0]]))
+            ]
+        if per_leaf_bias:
+            fan_out = first_bias[idx[0]].shape[0]
+            bias = [
+                _per_coordinate([first_bias[i][j] for i in idx], sizes, dtype)
+                for j in range(fan_out)
+            ]
+        else:
+            bias = first_bias
+        step = (
+            _per_coordinate([step_mult[i] for i in idx], sizes, dtype)
+            if per_leaf_step
+            else (step_mult)
+        )
+        direction, magnitude = elementwise_mlp(flat, net["mlp"], bias)
+        skip_dir, skip_mag = elementwise_dense(flat, net["skip"]["w"], jnp.zeros((2,), dtype))
+        update = direction_magnitude_step(
+            direction + skip_dir, magnitude + skip_mag, step, exp_mult
+        )
+        offsets = [0]
+        for n in sizes:
+            offsets.append(offsets[-1] + n)
+        for k, i in enumerate(idx):
+            results[i] = update[offsets[k] : offsets[k + 1]].reshape(shapes[k])
+    return results
+
+
+def direction_magnitude_step(
+    direction: jax.Array, magnitude: jax.Array, step_mult: Any, exp_mult: float
+) -> jax.Array:
+    """The update ``-step_mult * direction * exp(exp_mult * magnitude)``.
+
+    The exponent is clipped to +/- 20 so the update stays finite.
+
+    References:
+      Metz et al., "Understanding and correcting pathologies in the training of learned
+      optimizers", arXiv 1810.10180.
+    """
+    scale = jnp.exp(jnp.clip(exp_mult * magnitude, -20.0, 20.0))
+    return -step_mult * direction * scale

@@ -1,0 +1,169 @@
+"""`FactoredMLPLOpt`: a cheap per-parameter MLP learned optimizer for large models.
+
+A tiny MLP (one hidden layer of width 4 by default) runs on every coordinate. Its second-moment
+features come from Adafactor-style factored accumulators (a row and a column vector per
+matrix), so the state is the momenta plus a sliver: about ``len(momentum_decays)`` times the
+parameters. Features and MLP are written as scalar-weight multiply-adds on whole arrays, so
+XLA computes them, the MLP and the update in one fused elementwise pass per tensor; this is
+what keeps the step within a small multiple of Adam's on models with millions of parameters.
+
+References:
+  Metz, Freeman, Harrison, Maheswaranathan, Sohl-Dickstein, "Practical tradeoffs between
+  memory, compute, and performance in learned optimizers", arXiv 2203.11860.
+  Shazeer, Stern, "Adafactor: Adaptive Learning Rates with Sublinear Memory Cost",
+  arXiv 1804.04235.
+  Metz et al., "Understanding and correcting pathologies in the training of learned
+  optimizers", arXiv 1810.10180.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+
+from optax_lopt import _numerics
+from optax_lopt.architectures import _features as F
+from optax_lopt.base import LearnedOptimizer, MetaParams
+
+
+class FactoredMLPLOptState(NamedTuple):
+    """State of `FactoredMLPLOpt`.
+
+    Attributes:
+      count: number of updates taken (int32 scalar).
+      momenta: one params-shaped tree per momentum decay.
+      factored: one tree per factored decay; each leaf is a `FactoredMoment` (row and column
+        means of ``g**2`` for matrices, the full moment for vectors and scalars).
+    """
+
+    count: jax.Array
+    momenta: tuple[Any, ...]
+    factored: tuple[Any, ...]
+
+
+def _init_factored_tree(params: Any) -> Any:
+    return jax.tree.map(F.init_factored, params)
+
+
+def _update_factored_tree(tree: Any, grads: Any, decay: float) -> Any:
+    return jax.tree.map(
+        lambda fac, g: F.update_factored(fac, g, decay),
+        tree,
+        grads,
+        is_leaf=lambda x: isinstance(x, F.FactoredMoment),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class FactoredMLPLOpt(LearnedOptimizer):
+    """A width-4 per-parameter MLP on momenta and factored second moments (arXiv 2203.11860).
+
+    Features per coordinate (each divided by its root-mean-square over the tensor):
+    ``p``, ``g``, momenta ``m_k`` at ``momentum_decays`` and, for each factored decay, the
+    Adafactor estimate ``r = 1/sqrt(v_hat + eps)``, ``g * r`` and ``m_k * r``. A step
+    embedding enters through the first layer's bias. A ReLU MLP (``hidden_sizes``, default
+    one layer of 4) plus a linear skip readout gives direction ``d`` and magnitude ``s``;
+    the update is ``-step_mult * d * exp(exp_mult * s)``.
+
+    The skip readout starts as the feature ``m * r`` of the momentum decay nearest 0.9, so an
+    untrained optimizer is close to Adafactor with momentum (per-tensor normalised) at
+    learning rate ``step_mult``. State: ``len(momentum_decays)`` params-shaped trees plus
+    row/column vectors. The loss (``value=``) is not an input and is ignored.
+
+    Args:
+      hidden_sizes: widths of the hidden ReLU layers (default ``(4,)``).
+      momentum_decays: EMA decays of the momentum features.
+      factored_decays: EMA decays of the factored second moments (may be empty).
+      step_mult: scale of the update.
+      exp_mult: scale of the magnitude in the exponent.
+      output_scale: initial scale of the MLP's output layer relative to LeCun-normal.
+
+    References:
+      Metz et al., "Practical tradeoffs between memory, compute, and performance in learned
+      optimizers", arXiv 2203.11860.
+      Shazeer, Stern, "Adafactor: Adaptive Learning Rates with Sublinear Memory Cost",
+      arXiv 1804.04235.
+    """
+
+    hidden_sizes: tuple[int, ...] = (4,)
+    momentum_decays: tuple[float, ...] = (0.9, 0.99, 0.999)
+    factored_decays: tuple[float, ...] = (0.999,)
+    step_mult: float = 1e-3
+    exp_mult: float = 1e-3
+    output_scale: float = 0.1
+
+    def __post_init__(self) -> None:
+        F.check_sizes("hidden_sizes", self.hidden_sizes)
+        F.check_decays("momentum_decays", self.momentum_decays)
+        F.check_decays("factored_decays", self.factored_decays, allow_empty=True)
+        F.check_positive("step_mult", self.step_mult)
+        F.check_nonnegative("exp_mult", self.exp_mult)
+        F.check_nonnegative("output_scale", self.output_scale)
+
+    @property
+    def num_inputs(self) -> int:
+        """Number of per-coordinate features."""
+        return F.num_features(len(self.momentum_decays), len(self.factored_decays))
+
+    def init(self, key: chex.PRNGKey) -> MetaParams:
+        k_mlp, k_time = jax.random.split(key)
+        first = self.hidden_sizes[0] if self.hidden_sizes else 2
+        time = F.init_dense(k_time, len(F.DEFAULT_TIMESCALES), first)
+        index = F.adam_feature_index(self.momentum_decays, len(self.factored_decays))
+        return {
+            "mlp": F.init_mlp(k_mlp, self.num_inputs, self.hidden_sizes, 2, self.output_scale),
+            "skip": F.init_skip(self.num_inputs, index),
+            "time": {"w": time["w"]},
+        }
+
+    def transform(self, theta: MetaParams) -> optax.GradientTransformationExtraArgs:
+        decays = self.momentum_decays
+        fdecays = self.factored_decays
+
+        def init_fn(params):
+            return FactoredMLPLOptState(
+                count=jnp.zeros((), jnp.int32),
+                momenta=F.init_momenta(params, decays),
+                factored=tuple(_init_factored_tree(params) for _ in fdecays),
+            )
+
+        def update_fn(updates, state, params=None, *, value=None, **extra_args):
+            del value, extra_args
+            grads = jax.tree.map(_numerics.clean_gradient, updates)
+            count = optax.safe_increment(state.count)
+            momenta = F.update_momenta(state.momenta, grads, decays)
+            factored = tuple(
+                _update_factored_tree(tree, grads, d)
+                for tree, d in zip(state.factored, fdecays, strict=True)
+            )
+            time_bias = F.step_embedding(count) @ theta["time"]["w"]
+
+            ps = jax.tree.map(jnp.zeros_like, grads) if params is None else params
+            treedef = jax.tree.structure(grads)
+            m_leaves = [treedef.flatten_up_to(m) for m in momenta]
+            f_leaves = [treedef.flatten_up_to(f) for f in factored]
+            features = []
+            for i, (g, p) in enumerate(
+                zip(treedef.flatten_up_to(grads), treedef.flatten_up_to(ps), strict=True)
+            ):
+                ms = [lm[i] for lm in m_leaves]
+                dtype = ms[0].dtype
+                g = g.astype(dtype)
+                p = jnp.asarray(p).astype(dtype)
+                rs = [F.factored_rsqrt(lf[i], g.shape) for lf in f_leaves]
+                feats, _ = F.build_features(p, g, ms, rs)
+                features.append(feats)
+            new_updates = treedef.unflatten(
+                F.mlp_updates(features, theta, time_bias, self.step_mult, self.exp_mult)
+            )
+            reference = updates if params is None else params
+            return _numerics.cast_like(new_updates, reference), FactoredMLPLOptState(
+                count, momenta, factored
+            )
+
+        return optax.GradientTransformationExtraArgs(init_fn, update_fn)

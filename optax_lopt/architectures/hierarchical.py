@@ -1,0 +1,313 @@
+"""`HierarchicalLOpt`: a per-tensor LSTM steering a per-parameter MLP.
+
+Two levels, as in the reference paper. Once per step and per tensor, an LSTM (weights shared
+across tensors, one hidden state per tensor) reads global features (step embedding, training-
+and validation-loss features) and statistics of the tensor (root-mean-squares of its
+gradient, momenta, parameters and second-moment features). Its output sets a per-tensor
+learning-rate multiplier and a context vector that is added to the first-layer bias of a
+small per-parameter MLP, which reads the same per-coordinate features as `FactoredMLPLOpt`
+and outputs a direction and a magnitude. The expensive per-coordinate work stays a tiny MLP;
+the LSTM's cost scales with the number of tensors, not parameters.
+
+References:
+  Metz, Maheswaranathan, Freeman, Poole, Sohl-Dickstein, "Tasks, stability, architecture,
+  and compute: Training more effective learned optimizers, and using them to train
+  themselves", arXiv 2009.11243.
+  Wichrowska et al., "Learned Optimizers that Scale and Generalize", arXiv 1703.04813.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+
+from optax_lopt import _numerics
+from optax_lopt.architectures import _features as F
+from optax_lopt.base import LearnedOptimizer, MetaParams
+
+_LOG_EPS = 1e-30
+_LOG_SCALE = 0.1  # log-statistics are multiplied by this before entering the LSTM
+_MAX_LOG_LR = 10.0
+
+
+class LossTrackerState(NamedTuple):
+    """Running statistics of one loss stream (training or validation).
+
+    Attributes:
+      ema: EMAs of the loss at the architecture's ``loss_decays`` (float32 vector).
+      minimum: smallest loss seen (float32 scalar).
+      seen: 1.0 once a finite loss has been seen, else 0.0.
+    """
+
+    ema: jax.Array
+    minimum: jax.Array
+    seen: jax.Array
+
+
+class HierarchicalLOptState(NamedTuple):
+    """State of `HierarchicalLOpt`.
+
+    Attributes:
+      count: number of updates taken (int32 scalar).
+      momenta: one params-shaped tree per momentum decay.
+      factored: one tree of `FactoredMoment` leaves per factored decay.
+      lstm_hidden: params-structured tree of per-tensor LSTM hidden vectors ``(hidden,)``.
+      lstm_cell: params-structured tree of per-tensor LSTM cell vectors ``(hidden,)``.
+      train_loss: `LossTrackerState` of ``value``.
+      validation_loss: `LossTrackerState` of ``validation_value``.
+    """
+
+    count: jax.Array
+    momenta: tuple[Any, ...]
+    factored: tuple[Any, ...]
+    lstm_hidden: Any
+    lstm_cell: Any
+    train_loss: LossTrackerState
+    validation_loss: LossTrackerState
+
+
+def _init_tracker(num_decays: int) -> LossTrackerState:
+    return LossTrackerState(
+        ema=jnp.zeros((num_decays,), jnp.float32),
+        minimum=jnp.zeros((), jnp.float32),
+        seen=jnp.zeros((), jnp.float32),
+    )
+
+
+def loss_features(
+    tracker: LossTrackerState, value: Any, decays: tuple[float, ...], name: str = "value"
+) -> tuple[jax.Array, LossTrackerState]:
+    """Features of a loss relative to its history, and the updated history.
+
+    Features: ``tanh((L - ema_k) / (|ema_k| + eps))`` for each decay, ``tanh((L - min) /
+    (|min| + eps))`` and an indicator that a loss is present. A missing loss (``None``), a
+    non-finite one and a loss of exactly 0 are all treated alike, as "no loss": zero features
+    and an unchanged history. (So ``value=None`` and ``value=0.0`` are the same call, as the
+    package contract requires.)
+
+    Args:
+      tracker: the loss history.
+      value: the loss (scalar) or None.
+      decays: EMA decays of the history.
+      name: the argument's name, for error messages.
+
+    Returns:
+      ``(features, new_tracker)``; features has length ``len(decays) + 2``.
+
+    Raises:
+      ValueError: if ``value`` is not a scalar.
+    """
+    n = len(decays)
+    if value is None:
+        return jnp.zeros((n + 2,), jnp.float32), tracker
+    raw = jnp.asarray(value, jnp.float32)
+    if raw.shape != ():
+        raise ValueError(f"{name}: expected a scalar loss, got an array of shape {raw.shape}.")
+    present = jnp.logical_and(jnp.isfinite(raw), raw != 0)
+    loss = jnp.where(present, raw, 0.0)
+    seen = tracker.seen > 0
+    rel = jnp.tanh((loss - tracker.ema) / (jnp.abs(tracker.ema) + 1e-8))
+    rel_min = jnp.tanh((loss - tracker.minimum) / (jnp.abs(tracker.minimum) + 1e-8))
+    use = jnp.logical_and(present, seen)
+    feats = jnp.concatenate(
+        [jnp.where(use, rel, 0.0), jnp.where(use, rel_min, 0.0)[None], present[None]]
+    ).astype(jnp.float32)
+    d = jnp.asarray(decays, jnp.float32)
+    new_ema = jnp.where(seen, d * tracker.ema + (1 - d) * loss, loss)
+    new_min = jnp.where(seen, jnp.minimum(tracker.minimum, loss), loss)
+    new = LossTrackerState(
+        ema=jnp.where(present, new_ema, tracker.ema),
+        minimum=jnp.where(present, new_min, tracker.minimum),
+        seen=jnp.where(present, 1.0, tracker.seen).astype(jnp.float32),
+    )
+    return feats, new
+
+
+def _lstm_step(w: dict, h: jax.Array, c: jax.Array, x: jax.Array):
+    z = jnp.concatenate([x, h], axis=-1) @ w["w"] + w["b"]
+    i, f, g, o = jnp.split(z, 4, axis=-1)
+    c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+    h = jax.nn.sigmoid(o) * jnp.tanh(c)
+    return h, c
+
+
+@dataclasses.dataclass(frozen=True)
+class HierarchicalLOpt(LearnedOptimizer):
+    """Per-tensor LSTM plus per-parameter MLP, with loss features (arXiv 2009.11243).
+
+    Per coordinate, the features of `FactoredMLPLOpt` (``p``, ``g``, momenta, Adafactor
+    ``r``, ``g * r``, ``m * r``, each normalised over its tensor). Per tensor, an LSTM input
+    made of: a ``tanh(t / T)`` step embedding; training-loss features from ``value=`` and
+    validation-loss features from ``validation_value=`` (each: relative change against EMAs
+    at ``loss_decays``, relative gap to the best loss so far, a presence flag; zeros when the
+    loss is not passed, or is 0 or non-finite); ``0.1 * log`` of the root-mean-square of each
+    raw feature over the tensor; ``0.1 * log`` of the tensor's size. The LSTM's hidden state
+    gives a context added to the MLP's first-layer bias and a log learning-rate multiplier
+    ``a``; the update is
+    ``-step_mult * exp(a) * d * exp(exp_mult * s)`` with ``(d, s)`` the MLP's direction and
+    magnitude (plus a linear skip readout).
+
+    At initialisation ``a = 0``, the context readout is small and the skip readout is the
+    Adafactor-with-momentum feature, so an untrained optimizer takes Adafactor-like steps of
+    size ``step_mult``.
+
+    ``tx.update(updates, state, params, value=loss, validation_value=val_loss)``: both losses
+    are optional; pass ``validation_value`` on the steps where it is measured.
+
+    Args:
+      lstm_hidden_size: units of the per-tensor LSTM.
+      hidden_sizes: widths of the per-parameter MLP's hidden ReLU layers (at least one).
+      momentum_decays: EMA decays of the momentum features.
+      factored_decays: EMA decays of the factored second moments (may be empty).
+      loss_decays: EMA decays of the loss histories.
+      step_mult: scale of the update.
+      exp_mult: scale of the magnitude in the exponent.
+      output_scale: initial scale of the MLP's and the context's output layers.
+
+    References:
+      Metz et al., "Tasks, stability, architecture, and compute: Training more effective
+      learned optimizers, and using them to train themselves", arXiv 2009.11243.
+    """
+
+    lstm_hidden_size: int = 32
+    hidden_sizes: tuple[int, ...] = (8,)
+    momentum_decays: tuple[float, ...] = (0.9, 0.99, 0.999)
+    factored_decays: tuple[float, ...] = (0.999,)
+    loss_decays: tuple[float, ...] = (0.9, 0.99)
+    step_mult: float = 1e-3
+    exp_mult: float = 1e-3
+    output_scale: float = 0.1
+
+    def __post_init__(self) -> None:
+        F.check_size("lstm_hidden_size", self.lstm_hidden_size)
+        F.check_sizes("hidden_sizes", self.hidden_sizes)
+        if not self.hidden_sizes:
+            raise ValueError("hidden_sizes: expected at least one hidden layer, got ().")
+        F.check_decays("momentum_decays", self.momentum_decays)
+        F.check_decays("factored_decays", self.factored_decays, allow_empty=True)
+        F.check_decays("loss_decays", self.loss_decays)
+        F.check_positive("step_mult", self.step_mult)
+        F.check_nonnegative("exp_mult", self.exp_mult)
+        F.check_nonnegative("output_scale", self.output_scale)
+
+    @property
+    def num_inputs(self) -> int:
+        """Number of per-coordinate features."""
+        return F.num_features(len(self.momentum_decays), len(self.factored_decays))
+
+    @property
+    def num_tensor_inputs(self) -> int:
+        """Length of the per-tensor LSTM input."""
+        loss = 2 * (len(self.loss_decays) + 2)
+        return len(F.DEFAULT_TIMESCALES) + loss + self.num_inputs + 1
+
+    def init(self, key: chex.PRNGKey) -> MetaParams:
+        k_mlp, k_lstm, k_ctx = jax.random.split(key, 3)
+        n_in, hidden = self.num_tensor_inputs, self.lstm_hidden_size
+        w = jax.random.normal(k_lstm, (n_in + hidden, 4 * hidden), jnp.float32)
+        w = w / math.sqrt(n_in + hidden)
+        b = jnp.zeros((4 * hidden,), jnp.float32).at[hidden : 2 * hidden].set(1.0)  # forget
+        index = F.adam_feature_index(self.momentum_decays, len(self.factored_decays))
+        return {
+            "mlp": F.init_mlp(k_mlp, self.num_inputs, self.hidden_sizes, 2, self.output_scale),
+            "skip": F.init_skip(self.num_inputs, index),
+            "lstm": {"w": w, "b": b},
+            "context": F.init_dense(k_ctx, hidden, self.hidden_sizes[0], self.output_scale),
+            "log_lr": {
+                "w": jnp.zeros((hidden,), jnp.float32),
+                "b": jnp.zeros((), jnp.float32),
+            },
+        }
+
+    def transform(self, theta: MetaParams) -> optax.GradientTransformationExtraArgs:
+        decays = self.momentum_decays
+        fdecays = self.factored_decays
+        hidden = self.lstm_hidden_size
+
+        def zeros_vector(p):
+            return jnp.zeros((hidden,), _numerics.compute_dtype(p.dtype))
+
+        def init_fn(params):
+            return HierarchicalLOptState(
+                count=jnp.zeros((), jnp.int32),
+                momenta=F.init_momenta(params, decays),
+                factored=tuple(jax.tree.map(F.init_factored, params) for _ in fdecays),
+                lstm_hidden=jax.tree.map(zeros_vector, params),
+                lstm_cell=jax.tree.map(zeros_vector, params),
+                train_loss=_init_tracker(len(self.loss_decays)),
+                validation_loss=_init_tracker(len(self.loss_decays)),
+            )
+
+        def update_fn(
+            updates, state, params=None, *, value=None, validation_value=None, **extra_args
+        ):
+            del extra_args
+            grads = jax.tree.map(_numerics.clean_gradient, updates)
+            count = optax.safe_increment(state.count)
+            momenta = F.update_momenta(state.momenta, grads, decays)
+            is_fac = lambda x: isinstance(x, F.FactoredMoment)
+            factored = tuple(
+                jax.tree.map(
+                    lambda fac, g, d=d: F.update_factored(fac, g, d), tree, grads, is_leaf=is_fac
+                )
+                for tree, d in zip(state.factored, fdecays, strict=True)
+            )
+            train_feats, train_loss = loss_features(state.train_loss, value, self.loss_decays)
+            valid_feats, valid_loss = loss_features(
+                state.validation_loss, validation_value, self.loss_decays, "validation_value"
+            )
+            global_feats = jnp.concatenate([F.step_embedding(count), train_feats, valid_feats])
+
+            ps = jax.tree.map(jnp.zeros_like, grads) if params is None else params
+            treedef = jax.tree.structure(grads)
+            g_leaves = treedef.flatten_up_to(grads)
+            p_leaves = treedef.flatten_up_to(ps)
+            m_leaves = [treedef.flatten_up_to(m) for m in momenta]
+            f_leaves = [treedef.flatten_up_to(f) for f in factored]
+            h_leaves = treedef.flatten_up_to(state.lstm_hidden)
+            c_leaves = treedef.flatten_up_to(state.lstm_cell)
+
+            features, contexts, steps, new_h, new_c = [], [], [], [], []
+            for i, g in enumerate(g_leaves):
+                dtype = m_leaves[0][i].dtype
+                g = g.astype(dtype)
+                p = jnp.asarray(p_leaves[i]).astype(dtype)
+                ms = [lm[i] for lm in m_leaves]
+                rs = [F.factored_rsqrt(lf[i], g.shape) for lf in f_leaves]
+                feats, scales = F.build_features(p, g, ms, rs)
+                tensor_feats = _LOG_SCALE * jnp.log(jnp.stack(scales) + _LOG_EPS)
+                size_feat = jnp.full((1,), _LOG_SCALE * math.log(max(g.size, 1)), jnp.float32)
+                x = jnp.concatenate([global_feats, tensor_feats.astype(jnp.float32), size_feat])
+                hdtype = h_leaves[i].dtype
+                lstm_w = jax.tree.map(lambda a, t=hdtype: a.astype(t), theta["lstm"])
+                h, c = _lstm_step(lstm_w, h_leaves[i], c_leaves[i], x.astype(hdtype))
+                context = h @ theta["context"]["w"] + theta["context"]["b"]
+                log_lr = jnp.clip(
+                    h @ theta["log_lr"]["w"] + theta["log_lr"]["b"], -_MAX_LOG_LR, _MAX_LOG_LR
+                )
+                features.append(feats)
+                contexts.append(context)
+                steps.append(self.step_mult * jnp.exp(log_lr))
+                new_h.append(h.astype(h_leaves[i].dtype))
+                new_c.append(c.astype(c_leaves[i].dtype))
+
+            new_updates = F.mlp_updates(features, theta, contexts, steps, self.exp_mult)
+            new_state = HierarchicalLOptState(
+                count=count,
+                momenta=momenta,
+                factored=factored,
+                lstm_hidden=treedef.unflatten(new_h),
+                lstm_cell=treedef.unflatten(new_c),
+                train_loss=train_loss,
+                validation_loss=valid_loss,
+            )
+            reference = updates if params is None else params
+            return _numerics.cast_like(treedef.unflatten(new_updates), reference), new_state
+
+        return optax.GradientTransformationExtraArgs(init_fn, update_fn)
