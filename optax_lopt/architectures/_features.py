@@ -49,6 +49,10 @@ root second moment, as in Adam."""
 
 _NORM_EPS = 1e-30
 
+SOLO_SIZE = 16384
+"""Leaves with at least this many entries run the per-coordinate network on their own (see
+:func:`mlp_updates`); smaller leaves are concatenated."""
+
 DEFAULT_TIMESCALES = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0, 30000.0)
 """Timescales of :func:`step_embedding`, in steps."""
 
@@ -350,9 +354,11 @@ def mlp_updates(
 ) -> list[jax.Array]:
     """Updates of every leaf: one MLP pass over all coordinates, direction * exp(magnitude).
 
-    Leaves of the same dtype are flattened and concatenated, so the per-coordinate network
-    appears once in the compiled program whatever the number of leaves (compile time and
-    program size do not grow with the tree) and XLA runs it as one fused loop.
+    Leaves with at least ``SOLO_SIZE`` entries each get their own copy of the network, which
+    XLA fuses with the features into one elementwise loop over the leaf (the fast path; a
+    concatenation would break that fusion). The smaller leaves of each dtype are flattened and
+    concatenated and share one copy, so compile time grows with the number of large tensors
+    only, not with the number of leaves.
 
     Args:
       features: per leaf, its list of normalised features (see :func:`build_features`).
@@ -369,9 +375,10 @@ def mlp_updates(
     per_leaf_step = isinstance(step_mult, (list, tuple))
     groups: dict[Any, list[int]] = {}
     for i, feats in enumerate(features):
-        groups.setdefault(jnp.dtype(feats[0].dtype), []).append(i)
+        solo = i if feats[0].size >= SOLO_SIZE else None
+        groups.setdefault((jnp.dtype(feats[0].dtype), solo), []).append(i)
     results: list[Any] = [None] * len(features)
-    for dtype, idx in groups.items():
+    for (dtype, _), idx in groups.items():
         shapes = [features[i][0].shape for i in idx]
         sizes = [features[i][0].size for i in idx]
         if len(idx) == 1:

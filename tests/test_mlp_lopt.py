@@ -1,0 +1,153 @@
+"""MLPLOpt and the shared per-parameter feature helpers."""
+
+from __future__ import annotations
+
+import math
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import optax_lopt
+from optax_lopt.architectures import _features as F
+
+
+def _quadratic_run(tx, num_steps, dim=6, seed=0):
+    target = jax.random.uniform(jax.random.key(seed), (2, dim), minval=-0.1, maxval=0.1)
+    params = {"w": jnp.zeros((2, dim)), "b": jnp.zeros(()) + 0.1}
+    loss = lambda p: jnp.sum((p["w"] - target) ** 2) + p["b"] ** 2
+
+    @jax.jit
+    def step(p, s):
+        value, g = jax.value_and_grad(loss)(p)
+        u, s = tx.update(g, s, p, value=value)
+        return optax.apply_updates(p, u), s
+
+    state = tx.init(params)
+    first = float(loss(params))
+    for _ in range(num_steps):
+        params, state = step(params, state)
+    return first, float(loss(params))
+
+
+def _zero_mlp(theta):
+    """Theta with the MLP's output layer zeroed: the update is the skip readout alone."""
+    mlp = list(theta["mlp"])
+    mlp[-1] = jax.tree.map(jnp.zeros_like, mlp[-1])
+    return {**theta, "mlp": mlp}
+
+
+def test_elementwise_mlp_matches_dense_reference():
+    key = jax.random.key(0)
+    layers = F.init_mlp(key, 5, (7, 3), 2, output_scale=1.0)
+    layers = jax.tree.map(lambda x: x + 0.1, layers)  # non-zero biases too
+    x = jax.random.normal(jax.random.key(1), (4, 6, 5))
+    bias = jnp.arange(7.0) / 10
+    out = jax.jit(lambda x, layers: F.elementwise_mlp([x[..., i] for i in range(5)], layers, bias))(
+        x, layers
+    )
+    h = jax.nn.relu(x @ layers[0]["w"] + layers[0]["b"] + bias)
+    h = jax.nn.relu(h @ layers[1]["w"] + layers[1]["b"])
+    ref = h @ layers[2]["w"] + layers[2]["b"]
+    chex.assert_trees_all_close(jnp.stack(out, -1), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_normalize_has_unit_rms_and_survives_empty_and_huge():
+    x = jnp.asarray([3.0, -4.0])
+    y, rms = F.normalize(x)
+    chex.assert_trees_all_close(y, x / math.sqrt(12.5), rtol=1e-6)
+    chex.assert_trees_all_close(rms, math.sqrt(12.5), rtol=1e-6)
+    empty, rms0 = F.normalize(jnp.zeros((0, 3)))
+    chex.assert_shape(empty, (0, 3))
+    assert float(rms0) == 0.0
+    big, _ = F.normalize(jnp.full((1000,), 1e30))
+    chex.assert_tree_all_finite(big)
+
+
+def test_step_embedding_known_values():
+    emb = F.step_embedding(jnp.asarray(10), (1.0, 10.0, 1000.0))
+    chex.assert_trees_all_close(emb, jnp.tanh(jnp.asarray([10.0, 1.0, 0.01])), rtol=1e-6)
+
+
+def test_first_update_is_sign_descent_when_mlp_output_is_zero():
+    # Step 1: m_0.9 = 0.1 g, v = 0.001 g^2, so m * rsqrt(v) = 3.16 sign(g); normalised over
+    # the tensor that is sign(g), and the skip readout makes it the direction.
+    lopt = optax_lopt.MLPLOpt(hidden_sizes=(8,), step_mult=0.01)
+    tx = lopt.transform(_zero_mlp(lopt.init(jax.random.key(0))))
+    params = {"w": jnp.ones((3, 4)), "s": jnp.asarray(2.0)}
+    grads = {"w": jnp.arange(12.0).reshape(3, 4) - 5.5, "s": jnp.asarray(-3.0)}
+    updates, _ = jax.jit(tx.update)(grads, tx.init(params), params)
+    expected = jax.tree.map(lambda g: -0.01 * jnp.sign(g), grads)
+    chex.assert_trees_all_close(updates, expected, rtol=1e-4)
+
+
+def test_magnitude_output_scales_the_step_exponentially():
+    lopt = optax_lopt.MLPLOpt(hidden_sizes=(8,), exp_mult=0.5)
+    theta = _zero_mlp(lopt.init(jax.random.key(0)))
+    doubled = jax.tree.map(lambda x: x, theta)
+    doubled["mlp"][-1]["b"] = jnp.asarray([0.0, math.log(2.0) / 0.5])
+    params = jnp.linspace(-1.0, 1.0, 7)
+    grads = jnp.linspace(0.3, -2.0, 7)
+    tx1, tx2 = lopt.transform(theta), lopt.transform(doubled)
+    base, _ = jax.jit(tx1.update)(grads, tx1.init(params), params)
+    twice, _ = jax.jit(tx2.update)(grads, tx2.init(params), params)
+    chex.assert_trees_all_close(twice, 2.0 * base, rtol=1e-5)
+
+
+def test_updates_are_invariant_to_gradient_scale_without_params():
+    lopt = optax_lopt.MLPLOpt(hidden_sizes=(8,))
+    tx = lopt.transform(lopt.init(jax.random.key(3)))
+    grads = jax.random.normal(jax.random.key(4), (5, 3))
+    state_a = state_b = tx.init(grads)
+    update = jax.jit(tx.update)
+    for i in range(3):
+        g = grads * (i + 1)
+        ua, state_a = update(g, state_a)
+        ub, state_b = update(1000.0 * g, state_b)
+    chex.assert_trees_all_close(ua, ub, rtol=1e-3, atol=1e-7)
+
+
+def test_default_untrained_optimizer_descends_a_quadratic():
+    lopt = optax_lopt.MLPLOpt()
+    first, last = _quadratic_run(lopt.transform(lopt.init(jax.random.key(0))), 300)
+    assert last < 0.05 * first, (first, last)
+
+
+def test_state_layout_and_config_roundtrip():
+    lopt = optax_lopt.MLPLOpt(hidden_sizes=(8, 4), momentum_decays=(0.9, 0.99))
+    params = {"a": jnp.ones((3, 2), jnp.bfloat16)}
+    state = lopt.transform(lopt.init(jax.random.key(0))).init(params)
+    assert len(state.momenta) == 2
+    chex.assert_shape(state.second_moment["a"], (3, 2))
+    assert state.second_moment["a"].dtype == jnp.float32
+    assert optax_lopt.from_config("MLPLOpt", lopt.config()) == lopt
+    theta = lopt.init(jax.random.key(0))
+    chex.assert_shape(theta["mlp"][0]["w"], (lopt.num_inputs, 8))
+    assert lopt.num_inputs == 2 + 2 + 2 + 2  # p, g, m*2, r, g*r, m*r*2
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"hidden_sizes": (0,)}, "hidden_sizes"),
+        ({"hidden_sizes": [32]}, "hidden_sizes"),
+        ({"momentum_decays": (0.9, 1.0)}, "momentum_decays"),
+        ({"momentum_decays": ()}, "momentum_decays"),
+        ({"second_moment_decay": 0.0}, "second_moment_decay"),
+        ({"step_mult": -1.0}, "step_mult"),
+        ({"exp_mult": -1.0}, "exp_mult"),
+    ],
+)
+def test_bad_config_names_the_argument(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        optax_lopt.MLPLOpt(**kwargs)
+
+
+def test_features_count_and_adam_index():
+    assert F.num_features(4, 1) == 12
+    assert F.adam_feature_index((0.5, 0.9, 0.99), 1) == 2 + 3 + 2 + 1
+    assert F.adam_feature_index((0.99, 0.5), 0) == 2  # 0.99 is nearest 0.9
+    assert np.isclose(F.ema(jnp.asarray(1.0), jnp.asarray(3.0), 0.75), 1.5)
