@@ -157,19 +157,35 @@ def update_factored(state: FactoredMoment, g: jax.Array, decay: float) -> Factor
     return FactoredMoment(row=ema(state.row, g2, decay), col=state.col)
 
 
-def factored_rsqrt(state: FactoredMoment, shape: tuple[int, ...]) -> jax.Array:
+def factored_rsqrt(
+    state: FactoredMoment, shape: tuple[int, ...], correction: Any = 1.0
+) -> jax.Array:
     """``1 / sqrt(v_hat + eps)`` with ``v_hat`` the rank-one Adafactor estimate of ``g**2``.
 
-    ``v_hat[..., i, j] = row[..., i] * col[..., j] / mean(row[..., :])`` for factored leaves.
+    ``v_hat[..., i, j] = c * row[..., i] * col[..., j] / mean(row[..., :])`` for factored
+    leaves, ``c * row`` for the others, with ``c`` the bias ``correction``.
     """
     if _is_factored(shape):
         row_mean = jnp.maximum(jnp.mean(state.row, axis=-1, keepdims=True), _NORM_EPS)
         # rsqrt(r_i c_j / mean(r)) = rsqrt(r_i / mean(r)) * rsqrt(c_j): a rank-one outer
         # product of two small vectors, broadcast inside the fused elementwise pass.
         r = jax.lax.rsqrt(state.row / row_mean + RSQRT_EPS)
-        c = jax.lax.rsqrt(state.col + RSQRT_EPS)
+        c = jax.lax.rsqrt(correction * state.col + RSQRT_EPS)
         return r[..., :, None] * c[..., None, :]
-    return jax.lax.rsqrt(state.row + RSQRT_EPS)
+    return jax.lax.rsqrt(correction * state.row + RSQRT_EPS)
+
+
+def factored_mean(state: FactoredMoment, shape: tuple[int, ...], correction: Any = 1.0):
+    """Mean of ``v_hat`` over the tensor, from the small vectors only (no pass over it)."""
+    if _is_factored(shape):
+        return correction * mean(state.col)
+    return correction * mean(state.row)
+
+
+def bias_correction(decay: float, count: jax.Array) -> jax.Array:
+    """``1 / (1 - decay**t)``: undoes the zero initialisation of an EMA after ``t`` steps."""
+    t = jnp.maximum(count.astype(jnp.float32), 1.0)
+    return 1.0 / (1.0 - jnp.asarray(decay, jnp.float32) ** t)
 
 
 # ----------------------------------------------------------------------------- features
@@ -186,9 +202,14 @@ def step_embedding(count: jax.Array, timescales: Sequence[float] = DEFAULT_TIMES
     return jnp.tanh(t / jnp.asarray(timescales, jnp.float32))
 
 
+def mean(x: jax.Array) -> jax.Array:
+    """Mean over all axes, scaled before summing (no overflow for finite entries); 0 if empty."""
+    return jnp.sum(x * (1.0 / max(x.size, 1)))
+
+
 def mean_square(x: jax.Array) -> jax.Array:
     """Mean of ``x**2`` over all axes; 0 for an empty array (no NaN)."""
-    return jnp.sum(jnp.square(x)) / max(x.size, 1)
+    return mean(jnp.square(x))
 
 
 def normalize(x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -208,32 +229,42 @@ def build_features(
     g: jax.Array,
     momenta: Sequence[jax.Array],
     rsqrts: Sequence[jax.Array],
+    mean_square_grad: jax.Array,
+    momentum_stats: bool = False,
 ) -> tuple[list[jax.Array], list[jax.Array]]:
     """Per-coordinate features from the parameter, gradient, momenta and second moments.
 
-    Features, in order: ``p``, ``g``, each momentum ``m_k``, then for each inverse root
-    second moment ``r`` (full or factored): ``r``, ``g * r`` and ``m_k * r`` for every ``k``.
-    Each feature is divided by its root-mean-square over the tensor.
+    With ``s = sqrt(mean_square_grad)`` (the tensor's root-mean-square gradient, estimated
+    from the second moment) the features are, in order: ``p / rms(p)``, ``g / s``, each
+    bias-corrected momentum ``m_k / s``, then for each inverse root second moment ``r``
+    (bias-corrected, full or factored): ``r * s``, ``g * r`` and ``m_k * r`` for every ``k``.
+    All are scale-free; only ``p`` needs a reduction over the tensor, ``s`` comes from the
+    (small) second-moment statistics, so XLA reads each state array once. Features are
+    clipped to ``+/- FEATURE_LIMIT``.
 
     Args:
       p: the parameter (zeros when params are not given).
       g: the cleaned gradient.
-      momenta: the updated momenta of this leaf.
-      rsqrts: ``1 / sqrt(v + eps)`` for each second-moment accumulator of this leaf.
+      momenta: the bias-corrected momenta of this leaf.
+      rsqrts: ``1 / sqrt(v_hat + eps)`` for each second-moment accumulator of this leaf.
+      mean_square_grad: a per-tensor estimate of the mean of ``g**2`` (scalar).
+      momentum_stats: also return ``rms(m_k) / s`` for each momentum (one reduction each).
 
     Returns:
-      ``(features, scales)``: the normalised features and the root-mean-square of each raw
-      feature (per-tensor statistics, used by hierarchical models).
+      ``(features, stats)``: the features and per-tensor statistics ``[rms(p), s]`` (plus
+      the momentum statistics when asked), used by hierarchical models.
     """
-    raw = [p, g, *momenta]
+    inv_s = jax.lax.rsqrt(mean_square_grad + _NORM_EPS).astype(g.dtype)
+    s = jnp.sqrt(mean_square_grad).astype(g.dtype)
+    p_n, p_rms = normalize(p)
+    raw = [g * inv_s, *(m * inv_s for m in momenta)]
     for r in rsqrts:
-        raw += [r, g * r, *(m * r for m in momenta)]
-    feats, scales = [], []
-    for x in raw:
-        f, s = normalize(x)
-        feats.append(f)
-        scales.append(s)
-    return feats, scales
+        raw += [r * s, g * r, *(m * r for m in momenta)]
+    feats = [p_n] + [jnp.clip(x, -FEATURE_LIMIT, FEATURE_LIMIT) for x in raw]
+    stats = [p_rms, s]
+    if momentum_stats:
+        stats += [jnp.sqrt(mean_square(m)) * inv_s for m in momenta]
+    return feats, stats
 
 
 def num_features(num_momenta: int, num_second_moments: int) -> int:

@@ -63,12 +63,13 @@ def _update_factored_tree(tree: Any, grads: Any, decay: float) -> Any:
 class FactoredMLPLOpt(LearnedOptimizer):
     """A width-4 per-parameter MLP on momenta and factored second moments (arXiv 2203.11860).
 
-    Features per coordinate (each divided by its root-mean-square over the tensor):
-    ``p``, ``g``, momenta ``m_k`` at ``momentum_decays`` and, for each factored decay, the
-    Adafactor estimate ``r = 1/sqrt(v_hat + eps)``, ``g * r`` and ``m_k * r``. A step
-    embedding enters through the first layer's bias. A ReLU MLP (``hidden_sizes``, default
-    one layer of 4) plus a linear skip readout gives direction ``d`` and magnitude ``s``;
-    the update is ``-step_mult * d * exp(exp_mult * s)``.
+    Features per coordinate, all scale-free (``s`` is the tensor's root-mean-square gradient,
+    read off the factored moment's column vector): ``p / rms(p)``, ``g / s``, bias-corrected
+    momenta ``m_k / s`` at ``momentum_decays`` and, for each factored decay, the bias-corrected
+    Adafactor estimate ``r = 1/sqrt(v_hat + eps)`` as ``r * s``, ``g * r`` and ``m_k * r``. A
+    step embedding enters through the first layer's bias. A ReLU MLP (``hidden_sizes``, default
+    one layer of 4) plus a linear skip readout gives direction ``d`` and magnitude ``e``;
+    the update is ``-step_mult * d * exp(exp_mult * e)``.
 
     The skip readout starts as the feature ``m * r`` of the momentum decay nearest 0.9, so an
     untrained optimizer is close to Adafactor with momentum (per-tensor normalised) at
@@ -147,16 +148,23 @@ class FactoredMLPLOpt(LearnedOptimizer):
             treedef = jax.tree.structure(grads)
             m_leaves = [treedef.flatten_up_to(m) for m in momenta]
             f_leaves = [treedef.flatten_up_to(f) for f in factored]
+            m_corr = [F.bias_correction(d, count) for d in decays]
+            f_corr = [F.bias_correction(d, count) for d in fdecays]
             features = []
             for i, (g, p) in enumerate(
                 zip(treedef.flatten_up_to(grads), treedef.flatten_up_to(ps), strict=True)
             ):
-                ms = [lm[i] for lm in m_leaves]
-                dtype = ms[0].dtype
+                dtype = m_leaves[0][i].dtype
+                ms = [lm[i] * c.astype(dtype) for lm, c in zip(m_leaves, m_corr, strict=True)]
                 g = g.astype(dtype)
                 p = jnp.asarray(p).astype(dtype)
-                rs = [F.factored_rsqrt(lf[i], g.shape) for lf in f_leaves]
-                feats, _ = F.build_features(p, g, ms, rs)
+                facs = [lf[i] for lf in f_leaves]
+                rs = [F.factored_rsqrt(f, g.shape, c) for f, c in zip(facs, f_corr, strict=True)]
+                if facs:
+                    msg = F.factored_mean(facs[0], g.shape, f_corr[0])
+                else:
+                    msg = F.mean_square(g)
+                feats, _ = F.build_features(p, g, ms, rs, msg)
                 features.append(feats)
             new_updates = treedef.unflatten(
                 F.mlp_updates(features, theta, time_bias, self.step_mult, self.exp_mult)

@@ -3,7 +3,7 @@
 Two levels, as in the reference paper. Once per step and per tensor, an LSTM (weights shared
 across tensors, one hidden state per tensor) reads global features (step embedding, training-
 and validation-loss features) and statistics of the tensor (root-mean-squares of its
-gradient, momenta, parameters and second-moment features). Its output sets a per-tensor
+parameters and gradient, momentum-to-gradient ratios). Its output sets a per-tensor
 learning-rate multiplier and a context vector that is added to the first-layer bias of a
 small per-parameter MLP, which reads the same per-coordinate features as `FactoredMLPLOpt`
 and outputs a direction and a magnitude. The expensive per-coordinate work stays a tiny MLP;
@@ -146,8 +146,9 @@ class HierarchicalLOpt(LearnedOptimizer):
     made of: a ``tanh(t / T)`` step embedding; training-loss features from ``value=`` and
     validation-loss features from ``validation_value=`` (each: relative change against EMAs
     at ``loss_decays``, relative gap to the best loss so far, a presence flag; zeros when the
-    loss is not passed, or is 0 or non-finite); ``0.1 * log`` of the root-mean-square of each
-    raw feature over the tensor; ``0.1 * log`` of the tensor's size. The LSTM's hidden state
+    loss is not passed, or is 0 or non-finite); ``0.1 * log`` of the tensor's root-mean-square
+    parameter and gradient; ``rms(m_k) / rms(g)`` for each momentum; ``0.1 * log`` of the
+    tensor's size. The LSTM's hidden state
     gives a context added to the MLP's first-layer bias and a log learning-rate multiplier
     ``a``; the update is
     ``-step_mult * exp(a) * d * exp(exp_mult * s)`` with ``(d, s)`` the MLP's direction and
@@ -205,7 +206,7 @@ class HierarchicalLOpt(LearnedOptimizer):
     def num_tensor_inputs(self) -> int:
         """Length of the per-tensor LSTM input."""
         loss = 2 * (len(self.loss_decays) + 2)
-        return len(F.DEFAULT_TIMESCALES) + loss + self.num_inputs + 1
+        return len(F.DEFAULT_TIMESCALES) + loss + 2 + len(self.momentum_decays) + 1
 
     def init(self, key: chex.PRNGKey) -> MetaParams:
         k_mlp, k_lstm, k_ctx = jax.random.split(key, 3)
@@ -270,6 +271,8 @@ class HierarchicalLOpt(LearnedOptimizer):
             p_leaves = treedef.flatten_up_to(ps)
             m_leaves = [treedef.flatten_up_to(m) for m in momenta]
             f_leaves = [treedef.flatten_up_to(f) for f in factored]
+            m_corr = [F.bias_correction(d, count) for d in decays]
+            f_corr = [F.bias_correction(d, count) for d in fdecays]
             h_leaves = treedef.flatten_up_to(state.lstm_hidden)
             c_leaves = treedef.flatten_up_to(state.lstm_cell)
 
@@ -278,10 +281,17 @@ class HierarchicalLOpt(LearnedOptimizer):
                 dtype = m_leaves[0][i].dtype
                 g = g.astype(dtype)
                 p = jnp.asarray(p_leaves[i]).astype(dtype)
-                ms = [lm[i] for lm in m_leaves]
-                rs = [F.factored_rsqrt(lf[i], g.shape) for lf in f_leaves]
-                feats, scales = F.build_features(p, g, ms, rs)
-                tensor_feats = _LOG_SCALE * jnp.log(jnp.stack(scales) + _LOG_EPS)
+                ms = [lm[i] * c.astype(dtype) for lm, c in zip(m_leaves, m_corr, strict=True)]
+                facs = [lf[i] for lf in f_leaves]
+                rs = [F.factored_rsqrt(f, g.shape, c) for f, c in zip(facs, f_corr, strict=True)]
+                if facs:
+                    msg = F.factored_mean(facs[0], g.shape, f_corr[0])
+                else:
+                    msg = F.mean_square(g)
+                feats, stats = F.build_features(p, g, ms, rs, msg, momentum_stats=True)
+                tensor_feats = jnp.concatenate(
+                    [_LOG_SCALE * jnp.log(jnp.stack(stats[:2]) + _LOG_EPS), jnp.stack(stats[2:])]
+                )
                 size_feat = jnp.full((1,), _LOG_SCALE * math.log(max(g.size, 1)), jnp.float32)
                 x = jnp.concatenate([global_feats, tensor_feats.astype(jnp.float32), size_feat])
                 hdtype = h_leaves[i].dtype

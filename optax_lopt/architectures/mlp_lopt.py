@@ -2,9 +2,9 @@
 
 Every coordinate of every parameter is fed to the same small MLP. Its inputs are the
 parameter, the gradient, momenta at several decays and Adam-style second-moment features,
-each normalised by its root-mean-square over the tensor; a step embedding enters through the
-first layer's bias. The MLP outputs a direction ``d`` and a magnitude ``s`` and the update is
-``-step_mult * d * exp(exp_mult * s)`` with small ``step_mult`` and ``exp_mult``, the
+all made scale-free per tensor; a step embedding enters through the first layer's bias.
+The MLP outputs a direction ``d`` and a magnitude ``e`` and the update is
+``-step_mult * d * exp(exp_mult * e)`` with small ``step_mult`` and ``exp_mult``, the
 parameterisation the reference paper found to keep meta-training stable.
 
 References:
@@ -45,17 +45,21 @@ class MLPLOptState(NamedTuple):
 class MLPLOpt(LearnedOptimizer):
     """Per-parameter MLP on gradient, parameter, momenta and second moments (arXiv 1810.10180).
 
-    Features per coordinate (each divided by its root-mean-square over the tensor):
-    ``p``, ``g``, momenta ``m_k`` at ``momentum_decays``, ``r = 1/sqrt(v + eps)`` with ``v`` the
+    Features per coordinate, all scale-free (``s`` is the tensor's root-mean-square gradient,
+    ``sqrt(mean(v))``): ``p / rms(p)``, ``g / s``, bias-corrected momenta ``m_k / s`` at
+    ``momentum_decays``, ``r * s`` with ``r = 1/sqrt(v + eps)`` and ``v`` the bias-corrected
     EMA of ``g**2`` at ``second_moment_decay``, ``g * r`` and ``m_k * r``. A ``tanh(t / T)``
     step embedding is added to the first layer's pre-activations. A ReLU MLP with
-    ``hidden_sizes`` plus a linear skip readout gives direction ``d`` and magnitude ``s``;
-    the update is ``-step_mult * d * exp(exp_mult * s)``.
+    ``hidden_sizes`` plus a linear skip readout gives direction ``d`` and magnitude ``e``;
+    the update is ``-step_mult * d * exp(exp_mult * e)``.
 
     The skip readout is initialised to the feature ``m * r`` for the momentum decay nearest
-    0.9, and the MLP's output layer to ``output_scale`` times a LeCun-normal draw, so an
-    untrained optimizer behaves like Adam (per-tensor normalised) with learning rate
-    ``step_mult``, slightly perturbed. The loss (``value=``) is not an input and is ignored.
+    0.9 (Adam's direction ``m_hat / sqrt(v_hat)``), and the MLP's output layer to
+    ``output_scale`` times a LeCun-normal draw, so an untrained optimizer behaves like Adam
+    with learning rate ``step_mult``, slightly perturbed. The paper normalises every feature
+    by its root-mean-square over the tensor; here only ``p`` is, the others are scale-free by
+    construction, which saves one pass over memory per feature. The loss (``value=``) is not
+    an input and is ignored.
 
     Args:
       hidden_sizes: widths of the hidden ReLU layers (the paper used two layers of 32; one
@@ -128,6 +132,8 @@ class MLPLOpt(LearnedOptimizer):
             ps = jax.tree.map(jnp.zeros_like, grads) if params is None else params
             treedef = jax.tree.structure(grads)
             m_leaves = [treedef.flatten_up_to(m) for m in momenta]
+            m_corr = [F.bias_correction(d, count) for d in decays]
+            v_corr = F.bias_correction(beta2, count)
             features = []
             for i, (g, v, p) in enumerate(
                 zip(
@@ -139,8 +145,9 @@ class MLPLOpt(LearnedOptimizer):
             ):
                 g = g.astype(v.dtype)
                 p = jnp.asarray(p).astype(v.dtype)
-                r = jax.lax.rsqrt(v + F.RSQRT_EPS)
-                feats, _ = F.build_features(p, g, [lm[i] for lm in m_leaves], [r])
+                ms = [lm[i] * c for lm, c in zip(m_leaves, m_corr, strict=True)]
+                r = jax.lax.rsqrt(v_corr * v + F.RSQRT_EPS)
+                feats, _ = F.build_features(p, g, ms, [r], v_corr * F.mean(v))
                 features.append(feats)
             new_updates = treedef.unflatten(
                 F.mlp_updates(features, theta, time_bias, self.step_mult, self.exp_mult)
