@@ -235,11 +235,11 @@ def test_every_estimator_contract(name):
     chex.assert_trees_all_equal(again, first)
 
 
-def test_mlp_lopt_pes_and_truncated_bptt():
+def test_mlp_lopt_pes_and_truncated_es():
     lopt = optax_lopt.MLPLOpt()
     theta = lopt.init(jax.random.key(0))
     family = tasks.Quadratic(num_steps=20)
-    for cls in (meta.PES, meta.TruncatedBPTT):
+    for cls in (meta.PES, meta.TruncatedES):
         est = cls(lopt, family, num_tasks=2, truncation_length=5)
         grad, _, metrics = jax.jit(est.meta_gradient)(
             theta, est.init(theta, jax.random.key(0)), jax.random.key(1)

@@ -8,10 +8,10 @@ strategies, ``P = 1`` otherwise). Runs persist across truncations in an `UnrollS
 
 - initial steps are staggered (uniform in ``[0, horizon)``) so tasks do not all reset together;
   a staggered run starts from fresh params and simply has a shorter first trajectory;
-- when a task reaches its horizon, or any of its particles sees a non-finite loss, all its
-  particles restart on a fresh instance drawn from the family (fresh params, fresh optimizer
-  state, step 0). The check is one ``lax.cond`` per step over the whole batch, so steps
-  without a reset cost nothing extra.
+- when a task reaches its horizon, or any of its particles sees a non-finite loss or gets
+  non-finite params, all its particles restart on a fresh instance drawn from the family
+  (fresh params, fresh optimizer state, step 0). The check is one ``lax.cond`` per step
+  over the whole batch, so steps without a reset cost nothing extra.
 
 The per-step losses become meta-loss values through a
 :class:`~optax_lopt.meta.meta_losses.MetaLoss`; the returned `Trajectory` records which
@@ -189,7 +189,7 @@ def unroll(
     Each step, for every task and particle: loss and gradient at the current params (the
     task's minibatch is shared by the particles), ``lopt.transform(theta).update(grads,
     opt_state, params, value=loss)``, ``optax.apply_updates``. Then tasks at ``horizon`` (or
-    with a non-finite loss) reset.
+    with a non-finite loss or non-finite new params) reset, so the returned state is finite.
 
     Args:
       lopt: the learned optimizer.
@@ -255,8 +255,13 @@ def unroll(
             jax.random.split(k_valid, num_tasks),
         )
         nonfinite = ~jnp.isfinite(loss)
+        params_ok = [
+            jnp.all(jnp.isfinite(p).reshape(num_tasks, -1), axis=1) for p in jax.tree.leaves(params)
+        ]
         step = step + 1
-        done = (step >= horizon) | jnp.any(nonfinite, axis=1)
+        done = (
+            (step >= horizon) | jnp.any(nonfinite, axis=1) | ~jnp.all(jnp.stack(params_ok), axis=0)
+        )
         runs = jax.lax.cond(
             jnp.any(done),
             reset,
