@@ -221,7 +221,8 @@ def normalize(x: jax.Array) -> tuple[jax.Array, jax.Array]:
     """
     x = jnp.clip(x, -FEATURE_LIMIT, FEATURE_LIMIT)
     ms = mean_square(x)
-    return x * jax.lax.rsqrt(ms + _NORM_EPS), jnp.sqrt(ms)
+    # eps inside the square root keeps its derivative finite at 0 (meta-gradients).
+    return x * jax.lax.rsqrt(ms + _NORM_EPS), jnp.sqrt(ms + _NORM_EPS)
 
 
 def build_features(
@@ -255,7 +256,7 @@ def build_features(
       the momentum statistics when asked), used by hierarchical models.
     """
     inv_s = jax.lax.rsqrt(mean_square_grad + _NORM_EPS).astype(g.dtype)
-    s = jnp.sqrt(mean_square_grad).astype(g.dtype)
+    s = jnp.sqrt(mean_square_grad + _NORM_EPS).astype(g.dtype)
     p_n, p_rms = normalize(p)
     raw = [g * inv_s, *(m * inv_s for m in momenta)]
     for r in rsqrts:
@@ -263,7 +264,7 @@ def build_features(
     feats = [p_n] + [jnp.clip(x, -FEATURE_LIMIT, FEATURE_LIMIT) for x in raw]
     stats = [p_rms, s]
     if momentum_stats:
-        stats += [jnp.sqrt(mean_square(m)) * inv_s for m in momenta]
+        stats += [jnp.sqrt(mean_square(m) + _NORM_EPS) * inv_s for m in momenta]
     return feats, stats
 
 
