@@ -131,3 +131,13 @@ def test_default_untrained_optimizer_descends_a_quadratic():
 def test_bad_config_names_the_argument(kwargs, name):
     with pytest.raises(ValueError, match=name):
         optax_lopt.HierarchicalLOpt(**kwargs)
+
+
+@pytest.mark.parametrize("name", ["MLPLOpt", "FactoredMLPLOpt", "HierarchicalLOpt"])
+def test_save_load_roundtrip(name, tmp_path):
+    lopt = optax_lopt.architecture(name)(hidden_sizes=(3,))
+    theta = lopt.init(jax.random.key(5))
+    optax_lopt.save(tmp_path / "lopt", lopt, theta)
+    loaded, loaded_theta = optax_lopt.load(tmp_path / "lopt")
+    assert loaded == lopt
+    chex.assert_trees_all_equal(loaded_theta, theta)
