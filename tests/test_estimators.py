@@ -81,6 +81,10 @@ def test_full_bptt_is_the_exact_gradient():
     chex.assert_trees_all_close(grad, exact, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(metrics["meta_loss"], _exact_meta_loss(THETA, 12), rtol=1e-5)
     assert int(state.iteration) == 1
+    # Rematerialisation changes memory, not the answer.
+    plain = meta.FullBPTT(LOPT, FIXED, num_tasks=2, horizon=12, remat=False)
+    grad_plain, _, _ = jax.jit(plain.meta_gradient)(THETA, state, jax.random.key(1))
+    chex.assert_trees_all_close(grad_plain, grad, rtol=1e-6)
 
 
 def test_truncated_bptt_with_whole_truncation_matches_full():
