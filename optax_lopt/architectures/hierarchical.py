@@ -276,7 +276,7 @@ class HierarchicalLOpt(LearnedOptimizer):
             h_leaves = treedef.flatten_up_to(state.lstm_hidden)
             c_leaves = treedef.flatten_up_to(state.lstm_cell)
 
-            features, contexts, steps, new_h, new_c = [], [], [], [], []
+            features, inputs = [], []
             for i, g in enumerate(g_leaves):
                 dtype = m_leaves[0][i].dtype
                 g = g.astype(dtype)
@@ -293,19 +293,32 @@ class HierarchicalLOpt(LearnedOptimizer):
                     [_LOG_SCALE * jnp.log(jnp.stack(stats[:2]) + _LOG_EPS), jnp.stack(stats[2:])]
                 )
                 size_feat = jnp.full((1,), _LOG_SCALE * math.log(max(g.size, 1)), jnp.float32)
-                x = jnp.concatenate([global_feats, tensor_feats.astype(jnp.float32), size_feat])
-                hdtype = h_leaves[i].dtype
-                lstm_w = jax.tree.map(lambda a, t=hdtype: a.astype(t), theta["lstm"])
-                h, c = _lstm_step(lstm_w, h_leaves[i], c_leaves[i], x.astype(hdtype))
+                inputs.append(
+                    jnp.concatenate([global_feats, tensor_feats.astype(jnp.float32), size_feat])
+                )
+                features.append(feats)
+
+            new_h, new_c, contexts, steps = [], [], [], []
+            if g_leaves:
+                # One batched LSTM step over all tensors (in their widest compute dtype).
+                hdtype = jnp.result_type(*h_leaves)
+                lstm_w = jax.tree.map(lambda a: a.astype(hdtype), theta["lstm"])
+                h, c = _lstm_step(
+                    lstm_w,
+                    jnp.stack(h_leaves).astype(hdtype),
+                    jnp.stack(c_leaves).astype(hdtype),
+                    jnp.stack(inputs).astype(hdtype),
+                )
                 context = h @ theta["context"]["w"] + theta["context"]["b"]
                 log_lr = jnp.clip(
                     h @ theta["log_lr"]["w"] + theta["log_lr"]["b"], -_MAX_LOG_LR, _MAX_LOG_LR
                 )
-                features.append(feats)
-                contexts.append(context)
-                steps.append(self.step_mult * jnp.exp(log_lr))
-                new_h.append(h.astype(h_leaves[i].dtype))
-                new_c.append(c.astype(c_leaves[i].dtype))
+                step = self.step_mult * jnp.exp(log_lr)
+                for i in range(len(g_leaves)):
+                    new_h.append(h[i].astype(h_leaves[i].dtype))
+                    new_c.append(c[i].astype(c_leaves[i].dtype))
+                    contexts.append(context[i])
+                    steps.append(step[i])
 
             new_updates = F.mlp_updates(features, theta, contexts, steps, self.exp_mult)
             new_state = HierarchicalLOptState(
