@@ -177,3 +177,20 @@ def test_meta_gradient_through_a_short_unroll_is_finite_and_nonzero(name):
     chex.assert_tree_all_finite(grads)
     assert float(jnp.abs(grads["skip"]["w"]).sum()) > 0
     assert float(jnp.abs(grads["mlp"][0]["w"]).sum()) > 0
+
+
+def test_zero_mlp_output_is_exactly_adam():
+    # The skip readout alone gives -step_mult * m_hat / sqrt(v_hat + 1e-16): optax.adam with
+    # eps=0 and eps_root=1e-16, step after step (time features only reach the zeroed MLP).
+    lopt = optax_lopt.MLPLOpt(hidden_sizes=(4,), step_mult=0.05)
+    tx = lopt.transform(_zero_mlp(lopt.init(jax.random.key(0))))
+    adam = optax.adam(0.05, b1=0.9, b2=0.999, eps=0.0, eps_root=1e-16)
+    params = {"w": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3), "b": jnp.asarray([0.3, -0.2])}
+    loss = lambda p: jnp.sum(jnp.sin(3.0 * p["w"])) + jnp.sum(p["b"] ** 2)
+    update, adam_update = jax.jit(tx.update), jax.jit(adam.update)
+    p1, s1, p2, s2 = params, tx.init(params), params, adam.init(params)
+    for _ in range(10):
+        u1, s1 = update(jax.grad(loss)(p1), s1, p1)
+        u2, s2 = adam_update(jax.grad(loss)(p2), s2, p2)
+        chex.assert_trees_all_close(u1, u2, rtol=1e-4, atol=1e-7)
+        p1, p2 = optax.apply_updates(p1, u1), optax.apply_updates(p2, u2)

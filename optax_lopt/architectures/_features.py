@@ -5,8 +5,10 @@ features and the small per-parameter network into as few passes over memory as p
 
 * accumulators (momenta, second moments, Adafactor-style factored second moments) are
   updated with plain elementwise arithmetic;
-* features are normalised by their root-mean-square over the tensor (one reduction each,
-  which XLA batches into a multi-output reduction);
+* features are made scale-free with per-tensor scalars that come from the small
+  second-moment statistics (bias-corrected momenta and second moments, the tensor's RMS
+  gradient read off the factored column vector), so the only full reduction is the
+  parameter's RMS and XLA reads each state array about once;
 * the per-parameter MLP is applied by :func:`elementwise_mlp` as explicit multiply-adds of
   scalar weights with whole feature arrays. With a handful of features and hidden units this
   fuses into a single elementwise loop and never materialises a ``(num_params, features)``
