@@ -159,7 +159,9 @@ class HierarchicalLOpt(LearnedOptimizer):
     size ``step_mult``.
 
     ``tx.update(updates, state, params, value=loss, validation_value=val_loss)``: both losses
-    are optional; pass ``validation_value`` on the steps where it is measured.
+    are optional; pass ``validation_value`` on the steps where it is measured. Inside one
+    jitted step function, pass ``validation_value=jnp.nan`` on the other steps (NaN counts as
+    missing) so that both kinds of step share one trace.
 
     Args:
       lstm_hidden_size: units of the per-tensor LSTM.
