@@ -155,14 +155,15 @@ def test_features_count_and_adam_index():
 
 @pytest.mark.parametrize("name", ["MLPLOpt", "FactoredMLPLOpt", "HierarchicalLOpt"])
 def test_meta_gradient_through_a_short_unroll_is_finite_and_nonzero(name):
-    lopt = optax_lopt.architecture(name)(hidden_sizes=(4,))
+    kwargs = {"lstm_hidden_size": 4} if name == "HierarchicalLOpt" else {}
+    lopt = optax_lopt.architecture(name)(hidden_sizes=(2,), **kwargs)
     theta = lopt.init(jax.random.key(0))
     target = jnp.linspace(-0.1, 0.1, 6).reshape(2, 3)
-    loss = lambda p: jnp.sum((p["w"] - target) ** 2) + jnp.sum(p["b"] ** 2)
+    loss = lambda p: jnp.sum((p["w"] - target) ** 2)
 
     def meta_loss(theta):
         tx = lopt.transform(theta)
-        params = {"w": jnp.zeros((2, 3)), "b": jnp.ones((3,))}
+        params = {"w": jnp.zeros((2, 3))}
 
         def body(carry, _):
             p, s = carry
@@ -170,7 +171,7 @@ def test_meta_gradient_through_a_short_unroll_is_finite_and_nonzero(name):
             u, s = tx.update(g, s, p, value=value)
             return (optax.apply_updates(p, u), s), value
 
-        _, losses = jax.lax.scan(body, (params, tx.init(params)), length=5)
+        _, losses = jax.lax.scan(body, (params, tx.init(params)), length=3)
         return jnp.mean(losses)
 
     grads = jax.jit(jax.grad(meta_loss))(theta)
