@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shlex
 from typing import Any
 
 import jax
@@ -35,6 +36,11 @@ from optax_lopt.meta import MetaTrainer, estimator, read_metrics, task_mesh
 
 _TASK = flags.DEFINE_string("task", "linear_regression", "Task family name.")
 _ARCHITECTURE = flags.DEFINE_string("architecture", "MLPLOpt", "Learned optimizer class name.")
+_ARCHITECTURE_CONFIG = flags.DEFINE_string(
+    "architecture_config",
+    "{}",
+    "JSON dict of the architecture's constructor kwargs, e.g. '{\"hidden_size\": 64}'.",
+)
 _ESTIMATOR = flags.DEFINE_string("estimator", "pes", "Gradient estimator module name.")
 _NUM_OUTER_STEPS = flags.DEFINE_integer("num_outer_steps", 300, "Outer (meta) steps in total.")
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/optax_lopt_meta_train", "Run directory.")
@@ -53,6 +59,12 @@ _META_LOSS = flags.DEFINE_string(
     "mean_normalized | log_mean_normalized | final | validation.",
 )
 _META_LEARNING_RATE = flags.DEFINE_float("meta_learning_rate", 3e-3, "Adam meta learning rate.")
+_META_LR_DECAY = flags.DEFINE_enum(
+    "meta_lr_decay", "constant", ["constant", "cosine"], "Meta learning-rate schedule."
+)
+_META_LR_ALPHA = flags.DEFINE_float(
+    "meta_lr_alpha", 0.05, "With --meta_lr_decay=cosine: final learning rate / initial."
+)
 _CLIP_NORM = flags.DEFINE_float("clip_norm", 1.0, "Meta-gradient global-norm clip (0: none).")
 _CHECKPOINT_EVERY = flags.DEFINE_integer("checkpoint_every", 50, "Outer steps per checkpoint.")
 _NUM_DEVICES = flags.DEFINE_integer(
@@ -79,6 +91,7 @@ class Config:
 
     task: str = "linear_regression"
     architecture: str = "MLPLOpt"
+    architecture_config: str = "{}"
     estimator: str = "pes"
     num_outer_steps: int = 300
     workdir: str = "/tmp/optax_lopt_meta_train"
@@ -89,10 +102,93 @@ class Config:
     sigma: float = 0.01
     meta_loss: str = "mean_normalized"
     meta_learning_rate: float = 3e-3
+    meta_lr_decay: str = "constant"
+    meta_lr_alpha: float = 0.05
     clip_norm: float = 1.0
     checkpoint_every: int = 50
     num_devices: int = 0
     progress: bool | None = None
+
+
+# Flags of `command` in the order they are written; ``progress`` and ``num_devices`` only
+# change how a run is shown or placed, not its weights, and are left out.
+_COMMAND_FIELDS = (
+    "task",
+    "architecture",
+    "architecture_config",
+    "estimator",
+    "num_outer_steps",
+    "seed",
+    "num_tasks",
+    "truncation_length",
+    "horizon",
+    "sigma",
+    "meta_loss",
+    "meta_learning_rate",
+    "meta_lr_decay",
+    "meta_lr_alpha",
+    "clip_norm",
+    "checkpoint_every",
+)
+
+
+def build_lopt(config: Config) -> optax_lopt.LearnedOptimizer:
+    """The architecture named by ``config.architecture`` with ``config.architecture_config``.
+
+    Raises:
+      ValueError: ``architecture_config`` is not a JSON object, or has arguments the
+        architecture does not take.
+    """
+    try:
+        kwargs = json.loads(config.architecture_config)
+    except json.JSONDecodeError as err:
+        raise ValueError(
+            "architecture_config: expected a JSON object of constructor arguments, got "
+            f"{config.architecture_config!r} ({err})."
+        ) from err
+    if not isinstance(kwargs, dict):
+        raise ValueError(
+            "architecture_config: expected a JSON object of constructor arguments, got "
+            f"{config.architecture_config!r}."
+        )
+    cls = optax_lopt.architecture(config.architecture)
+    try:
+        return cls(**kwargs)
+    except TypeError as err:
+        raise ValueError(
+            f"architecture_config: arguments {sorted(kwargs)} do not fit "
+            f"{config.architecture}: {err}"
+        ) from err
+
+
+def build_meta_optimizer(config: Config) -> optax.GradientTransformation:
+    """Adam at ``meta_learning_rate``, constant or cosine-decayed over the run to ``alpha``."""
+    if config.meta_lr_decay == "constant":
+        return optax.adam(config.meta_learning_rate)
+    if config.meta_lr_decay == "cosine":
+        if not 0.0 <= config.meta_lr_alpha <= 1.0:
+            raise ValueError(
+                f"meta_lr_alpha: expected a number in [0, 1], got {config.meta_lr_alpha!r}."
+            )
+        schedule = optax.cosine_decay_schedule(
+            config.meta_learning_rate, config.num_outer_steps, alpha=config.meta_lr_alpha
+        )
+        return optax.adam(schedule)
+    raise ValueError(
+        f"meta_lr_decay: expected 'constant' or 'cosine', got {config.meta_lr_decay!r}."
+    )
+
+
+def command(config: Config, script: str = "examples/meta_train.py") -> str:
+    """The shell command that reproduces ``config``'s weights (every weight-relevant flag)."""
+    parts = ["python", script]
+    for name in _COMMAND_FIELDS:
+        value = getattr(config, name)
+        if value is None:
+            continue
+        parts.append(f"--{name}={shlex.quote(str(value))}")
+    parts.append(f"--workdir={shlex.quote(config.workdir)}")
+    return " ".join(parts)
 
 
 def build_estimator(config: Config, lopt: optax_lopt.LearnedOptimizer) -> Any:
@@ -122,7 +218,7 @@ def run(config: Config) -> tuple[optax_lopt.LearnedOptimizer, Any, list[dict[str
       ``(lopt, theta, records)``: the architecture, the final meta-parameters and the
       records of ``metrics.jsonl``.
     """
-    lopt = optax_lopt.architecture(config.architecture)()
+    lopt = build_lopt(config)
     est = build_estimator(config, lopt)
     mesh = None
     if config.num_devices:
@@ -132,7 +228,7 @@ def run(config: Config) -> tuple[optax_lopt.LearnedOptimizer, Any, list[dict[str
         mesh = task_mesh(devices)
     trainer = MetaTrainer(
         est,
-        optax.adam(config.meta_learning_rate),
+        build_meta_optimizer(config),
         lopt=lopt,
         workdir=config.workdir,
         seed=config.seed,
@@ -143,7 +239,22 @@ def run(config: Config) -> tuple[optax_lopt.LearnedOptimizer, Any, list[dict[str
         progress=config.progress,
     )
     theta = trainer.train(config.num_outer_steps)
-    return lopt, theta, read_metrics(config.workdir)
+    records = read_metrics(config.workdir)
+    if jax.process_index() == 0:
+        # Rewrite the final weights with what reproduces them: the command and the config.
+        optax_lopt.save(
+            os.path.join(config.workdir, "final"),
+            lopt,
+            jax.device_get(theta),
+            metadata={
+                "command": command(config),
+                "meta_train_config": dataclasses.asdict(config),
+                "step": config.num_outer_steps,
+                "seed": config.seed,
+                "summary": summarize(records),
+            },
+        )
+    return lopt, theta, records
 
 
 def summarize(records: list[dict[str, Any]], window: int = 20) -> dict[str, Any]:
@@ -175,6 +286,7 @@ def main(argv: list[str]) -> None:
     config = Config(
         task=_TASK.value,
         architecture=_ARCHITECTURE.value,
+        architecture_config=_ARCHITECTURE_CONFIG.value,
         estimator=_ESTIMATOR.value,
         num_outer_steps=_NUM_OUTER_STEPS.value,
         workdir=_WORKDIR.value,
@@ -185,6 +297,8 @@ def main(argv: list[str]) -> None:
         sigma=_SIGMA.value,
         meta_loss=_META_LOSS.value,
         meta_learning_rate=_META_LEARNING_RATE.value,
+        meta_lr_decay=_META_LR_DECAY.value,
+        meta_lr_alpha=_META_LR_ALPHA.value,
         clip_norm=_CLIP_NORM.value,
         checkpoint_every=_CHECKPOINT_EVERY.value,
         num_devices=_NUM_DEVICES.value,

@@ -1,0 +1,131 @@
+"""Tests of examples/meta_train.py's reproduction flags: architecture config, cosine decay,
+and the command recorded with the final weights."""
+
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+import shlex
+import sys
+
+import chex
+import jax.numpy as jnp
+import optax
+import pytest
+
+import optax_lopt
+
+
+def _load_example():
+    if "_meta_train_example" in sys.modules:  # absl flags may be defined only once
+        return sys.modules["_meta_train_example"]
+    path = pathlib.Path(__file__).parent.parent / "examples" / "meta_train.py"
+    spec = importlib.util.spec_from_file_location("_meta_train_example", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_architecture_config_reaches_the_constructor():
+    example = _load_example()
+    config = example.Config(
+        architecture="ComponentwiseRNN",
+        architecture_config='{"hidden_size": 7, "preprocessing": "log1p-sign"}',
+    )
+    assert example.build_lopt(config) == optax_lopt.ComponentwiseRNN(
+        hidden_size=7, preprocessing="log1p-sign"
+    )
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [("[1, 2]", "JSON object"), ("{bad", "JSON object"), ('{"nope": 1}', "nope")],
+)
+def test_bad_architecture_config_names_the_flag(text, match):
+    example = _load_example()
+    config = example.Config(architecture="ComponentwiseRNN", architecture_config=text)
+    with pytest.raises(ValueError, match="architecture_config") as info:
+        example.build_lopt(config)
+    assert match in str(info.value)
+
+
+def test_cosine_decay_follows_optax_schedule():
+    # Adam's first step has magnitude lr_t per coordinate (sign-like), so the step sizes
+    # read back the schedule: lr at step 0, alpha * lr at the end.
+    example = _load_example()
+    config = example.Config(
+        meta_learning_rate=0.1, meta_lr_decay="cosine", meta_lr_alpha=0.2, num_outer_steps=10
+    )
+    tx = example.build_meta_optimizer(config)
+    params = jnp.zeros(3)
+    state = tx.init(params)
+    sizes = []
+    for _ in range(11):
+        updates, state = tx.update(jnp.ones(3), state, params)
+        sizes.append(float(-updates[0]))
+    expected = optax.cosine_decay_schedule(0.1, 10, alpha=0.2)
+    chex.assert_trees_all_close(
+        jnp.asarray(sizes), jnp.asarray([expected(t) for t in range(11)]), rtol=1e-4
+    )
+    assert sizes[-1] == pytest.approx(0.02, rel=1e-4)
+    constant = example.build_meta_optimizer(example.Config(meta_learning_rate=0.1))
+    updates, _ = constant.update(jnp.ones(3), constant.init(params), params)
+    chex.assert_trees_all_close(updates, -0.1 * jnp.ones(3), rtol=1e-4)
+
+
+def test_bad_decay_settings_raise():
+    example = _load_example()
+    with pytest.raises(ValueError, match="meta_lr_decay"):
+        example.build_meta_optimizer(example.Config(meta_lr_decay="linear"))
+    with pytest.raises(ValueError, match="meta_lr_alpha"):
+        example.build_meta_optimizer(example.Config(meta_lr_decay="cosine", meta_lr_alpha=2.0))
+
+
+def test_command_round_trips_every_weight_relevant_setting():
+    example = _load_example()
+    config = example.Config(
+        task="rosenbrock",
+        architecture="ComponentwiseRNN",
+        architecture_config='{"hidden_size": 64, "preprocessing": "log1p-sign"}',
+        estimator="truncated_bptt",
+        num_outer_steps=17,
+        num_tasks=4,
+        truncation_length=9,
+        meta_lr_decay="cosine",
+        meta_lr_alpha=0.1,
+        workdir="/tmp/some dir",
+    )
+    argv = shlex.split(example.command(config))
+    assert argv[:2] == ["python", "examples/meta_train.py"]
+    flags = dict(a[2:].split("=", 1) for a in argv[2:])
+    assert flags["architecture_config"] == config.architecture_config
+    assert flags["workdir"] == "/tmp/some dir"
+    for name in ("task", "estimator", "num_outer_steps", "num_tasks", "truncation_length"):
+        assert flags[name] == str(getattr(config, name))
+    assert flags["meta_lr_decay"] == "cosine" and float(flags["meta_lr_alpha"]) == 0.1
+    assert "horizon" not in flags  # None: the task's default
+
+
+def test_final_weights_record_the_command(tmp_path):
+    example = _load_example()
+    config = example.Config(
+        task="rosenbrock",
+        architecture="ComponentwiseRNN",
+        architecture_config='{"hidden_size": 4}',
+        estimator="truncated_bptt",
+        num_outer_steps=3,
+        num_tasks=2,
+        truncation_length=5,
+        meta_lr_decay="cosine",
+        workdir=str(tmp_path),
+        progress=False,
+    )
+    lopt, theta, records = example.run(config)
+    assert len(records) == 3 and lopt.hidden_size == 4
+    loaded_lopt, loaded = optax_lopt.load(tmp_path / "final")
+    assert loaded_lopt == lopt
+    chex.assert_trees_all_close(loaded, theta)
+    metadata = optax_lopt.serialization.read_config(tmp_path / "final")["metadata"]
+    assert metadata["command"] == example.command(config)
+    assert metadata["meta_train_config"]["architecture_config"] == '{"hidden_size": 4}'
