@@ -1,5 +1,7 @@
 """Tests for optax_lopt.tasks: distributions, known optima, vmappability, masking."""
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -10,17 +12,20 @@ import pytest
 from optax_lopt import tasks
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _sample(fam, n, key):
+    keys = jax.random.split(key, n)
+    batch = jax.vmap(fam.sample)(keys)
+    return batch, jax.vmap(lambda t, k: t.init(k))(batch, keys)
+
+
 def _batch(fam, n=3, seed=0):
-    @jax.jit
-    def sample(key):
-        keys = jax.random.split(key, n)
-        batch = jax.vmap(fam.sample)(keys)
-        return batch, jax.vmap(lambda t, k: t.init(k))(batch, keys)
-
-    return sample(jax.random.key(seed))
+    return _sample(fam, n, jax.random.key(seed))
 
 
-@pytest.mark.parametrize("name", tasks.family_names())
+@pytest.mark.parametrize(
+    "name", [n for n in tasks.family_names() if not n.startswith("digits")]
+)  # the digits families have their own (slower) test below
 def test_every_family_vmaps_and_is_seeded(name):
     fam = tasks.family(name)
     assert fam.num_steps == (100 if name == "quadratic" else 200)
@@ -145,8 +150,10 @@ def test_two_moons_trains():
 
 @pytest.mark.parametrize("name", ["digits_mlp", "digits_conv"])
 def test_digits_masking_and_training(name):
+    assert tasks.family(name).num_steps == 200
     fam = tasks.family(name, num_steps=20, batch_sizes=(16, 32))
     batch, _ = _batch(fam, n=32)
+    chex.assert_trees_all_close(batch.data, _batch(fam, n=32)[0].data)
     sizes = np.asarray(batch.data["batch_size"])
     assert set(sizes) <= {16, 32} and len(set(sizes)) > 1
     widths = np.asarray(batch.data["masks"][0].sum(-1)).astype(int)
