@@ -11,6 +11,12 @@ from optax_lopt.architectures.hierarchical import HierarchicalLOpt
 from optax_lopt.architectures.learnable import LearnableAdam, LearnableSGDM
 from optax_lopt.architectures.mlp_lopt import MLPLOpt
 from optax_lopt.base import LearnedOptimizer, MetaParams, architecture, architectures, from_config
+from optax_lopt.pretrained import (
+    load_pretrained,
+    pretrained,
+    pretrained_metadata,
+    pretrained_names,
+)
 from optax_lopt.serialization import load, save
 
 __version__ = "0.1.0"
@@ -28,5 +34,9 @@ __all__ = [
     "architectures",
     "from_config",
     "load",
+    "load_pretrained",
+    "pretrained",
+    "pretrained_metadata",
+    "pretrained_names",
     "save",
 ]

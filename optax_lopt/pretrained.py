@@ -1,0 +1,106 @@
+"""Shipped, meta-trained paper optimizers: ``optax_lopt.pretrained(name)``.
+
+Each shipped optimizer is a `ComponentwiseRNN` (a GRU applied to every parameter
+coordinate) meta-trained on one of the paper's task families and stored inside the package
+as a directory written by `optax_lopt.save` (``config.json`` plus ``theta.msgpack``) under
+``optax_lopt/pretrained_weights/<name>/``. Nothing is downloaded. The config's ``metadata``
+records the exact ``examples/meta_train.py`` command that reproduces the weights and the
+held-out evaluation measured when they were shipped; read it with :func:`pretrained_metadata`.
+
+  tx = optax_lopt.pretrained("linear_regression")      # optax.GradientTransformationExtraArgs
+  lopt, theta = optax_lopt.load_pretrained("linear_regression")
+
+References:
+  Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
+  mechanisms", arXiv 2011.02159.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import optax
+
+from optax_lopt.base import LearnedOptimizer, MetaParams
+from optax_lopt.serialization import CONFIG_FILE, load, read_config
+
+WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained_weights")
+"""Directory holding one sub-directory per shipped optimizer."""
+
+
+def pretrained_names() -> tuple[str, ...]:
+    """Names accepted by :func:`pretrained`, sorted (the task family each was trained on)."""
+    if not os.path.isdir(WEIGHTS_DIR):
+        return ()
+    return tuple(
+        sorted(
+            entry
+            for entry in os.listdir(WEIGHTS_DIR)
+            if os.path.isfile(os.path.join(WEIGHTS_DIR, entry, CONFIG_FILE))
+        )
+    )
+
+
+def _path(name: str) -> str:
+    names = pretrained_names()
+    if not isinstance(name, str) or name not in names:
+        raise ValueError(f"name: expected one of {list(names)}, got {name!r}.")
+    return os.path.join(WEIGHTS_DIR, name)
+
+
+def load_pretrained(name: str) -> tuple[LearnedOptimizer, MetaParams]:
+    """The architecture and meta-parameters of the shipped optimizer ``name``.
+
+    Args:
+      name: one of :func:`pretrained_names` (e.g. ``"linear_regression"``).
+
+    Returns:
+      ``(lopt, theta)``, as `optax_lopt.load` returns them; ``lopt.transform(theta)`` is the
+      optimizer.
+
+    Raises:
+      ValueError: ``name`` is not a shipped optimizer (the message lists those that are).
+
+    References:
+      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
+      mechanisms", arXiv 2011.02159.
+    """
+    return load(_path(name))
+
+
+def pretrained(name: str) -> optax.GradientTransformationExtraArgs:
+    """The shipped, meta-trained optimizer ``name`` as an optax transformation.
+
+    Use it like ``optax.adam``; pass the loss as ``value=`` to ``update`` where you have it
+    (the shipped GRU optimizers ignore it). The architecture and meta-parameters are
+    :func:`load_pretrained`'s.
+
+    Args:
+      name: one of :func:`pretrained_names` (e.g. ``"rosenbrock"``).
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs``.
+
+    Raises:
+      ValueError: ``name`` is not a shipped optimizer (the message lists those that are).
+
+    References:
+      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
+      mechanisms", arXiv 2011.02159.
+    """
+    lopt, theta = load_pretrained(name)
+    return lopt.transform(theta)
+
+
+def pretrained_metadata(name: str) -> dict[str, Any]:
+    """The ``metadata`` of the shipped optimizer ``name``'s config.
+
+    Holds ``command`` (the ``examples/meta_train.py`` command that reproduces the weights),
+    ``meta_train_config`` (its settings) and, where measured, ``evaluation`` (held-out
+    meta-objectives of this optimizer and of tuned baselines).
+
+    Raises:
+      ValueError: ``name`` is not a shipped optimizer.
+    """
+    return dict(read_config(_path(name)).get("metadata", {}))

@@ -1,0 +1,91 @@
+"""Tests of the shipped paper optimizers (`optax_lopt.pretrained`)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import optax_lopt
+import optax_lopt.tasks
+from optax_lopt import evaluation
+
+NAMES = optax_lopt.pretrained_names()
+# Family settings each shipped optimizer must make progress on within a few steps: its own
+# family and one at another size or horizon.
+SETTINGS = {
+    "linear_regression": [{}, {"dim": 20}],
+    "rosenbrock": [{}, {"num_steps": 400}],
+    "two_moons": [{}, {"num_points": 128}],
+}
+
+
+def test_paper_optimizers_are_shipped():
+    assert {"rosenbrock"} <= set(NAMES)
+    assert set(NAMES) <= set(SETTINGS)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_pretrained_is_the_loaded_transform(name):
+    lopt, theta = optax_lopt.load_pretrained(name)
+    assert isinstance(lopt, optax_lopt.ComponentwiseRNN)
+    tx = optax_lopt.pretrained(name)
+    assert isinstance(tx, optax.GradientTransformationExtraArgs)
+    params = {"w": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3)}
+    grads = {"w": jnp.linspace(0.5, -2.0, 6).reshape(2, 3)}
+    got, _ = tx.update(grads, tx.init(params), params, value=jnp.asarray(1.0))
+    ref_tx = lopt.transform(theta)
+    want, _ = ref_tx.update(grads, ref_tx.init(params), params, value=jnp.asarray(1.0))
+    chex.assert_trees_all_close(got, want)
+    chex.assert_tree_all_finite(got)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_metadata_records_the_reproducing_command(name):
+    lopt, _ = optax_lopt.load_pretrained(name)
+    metadata = optax_lopt.pretrained_metadata(name)
+    argv = shlex.split(metadata["command"])
+    assert argv[:2] == ["python", "examples/meta_train.py"]
+    flags = dict(a[2:].split("=", 1) for a in argv[2:])
+    assert flags["task"] == name
+    assert flags["architecture"] == type(lopt).__name__
+    # The recorded architecture arguments rebuild exactly the shipped architecture.
+    rebuilt = optax_lopt.from_config(
+        flags["architecture"], {**lopt.config(), **json.loads(flags["architecture_config"])}
+    )
+    assert rebuilt == lopt
+    assert metadata["meta_train_config"]["task"] == name
+    # The held-out evaluation shipped with the weights: the default family comes first.
+    first = metadata["evaluation"][0]
+    assert first["family"] == name and first["family_kwargs"] == {}
+    assert first["num_instances"] >= 128
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("setting", [0, 1])
+def test_lowers_the_loss_on_unseen_instances(name, setting):
+    kwargs = SETTINGS[name][setting]
+    family = optax_lopt.tasks.family(name, **kwargs)
+    keys = jax.random.split(jax.random.key(1234), 4)  # neither the train nor the test split
+    losses = np.asarray(
+        evaluation.run_on_instances(optax_lopt.pretrained(name), family, keys, num_steps=60)
+    )
+    assert np.all(np.isfinite(losses))
+    assert np.all(losses[:, -1] < 0.5 * losses[:, 0]), losses[:, [0, -1]]
+
+
+def test_unknown_name_lists_the_shipped_ones():
+    with pytest.raises(ValueError, match="name") as info:
+        optax_lopt.pretrained("no_such_task")
+    for name in NAMES:
+        assert name in str(info.value)
+    with pytest.raises(ValueError, match="name"):
+        optax_lopt.load_pretrained(3)
+    with pytest.raises(ValueError, match="name"):
+        optax_lopt.pretrained_metadata("../linear_regression")
