@@ -38,19 +38,7 @@ from absl import app, flags
 
 import interpret
 
-_OPTIMIZER = flags.DEFINE_string(
-    "optimizer", "optax:adam", "optax:NAME[:key=value,...] or pretrained:NAME."
-)
-_LEARNING_RATE = flags.DEFINE_float(
-    "learning_rate", 0.01, "learning_rate for optax:NAME when the spec does not set one."
-)
-_TASK = flags.DEFINE_enum("task", "quadratic", ["quadratic", "rosenbrock"], "Task to run.")
-_WORKDIR = flags.DEFINE_string("workdir", "/tmp/reverse_engineer", "Output folder.")
-_NUM_STEPS = flags.DEFINE_integer("num_steps", 200, "Steps on the task and of the schedule fit.")
-_GRADIENT_SCALE = flags.DEFINE_float(
-    "gradient_scale", 1.0, "Scale of the probing gradients and of the fixed-point inputs g*."
-)
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the task and probes.")
+FLAGS = flags.FLAGS
 
 
 # ----------------------------------------------------------------------------- optimizers
@@ -380,31 +368,46 @@ Adam's {_fmt(d["adam_loss"])} (lr {_fmt(d["adam_learning_rate"])}); {kept_text}.
 """
 
 
+def define_flags() -> None:
+    """Defines the command-line flags (only when run as a script, so that importing
+    this module in tests or notebooks defines no global absl flags)."""
+    flags.DEFINE_string("optimizer", "optax:adam", "optax:NAME[:key=value,...] or pretrained:NAME.")
+    flags.DEFINE_float(
+        "learning_rate", 0.01, "learning_rate for optax:NAME when the spec does not set one."
+    )
+    flags.DEFINE_enum("task", "quadratic", ["quadratic", "rosenbrock"], "Task to run.")
+    flags.DEFINE_string("workdir", "/tmp/reverse_engineer", "Output folder.")
+    flags.DEFINE_integer("num_steps", 200, "Steps on the task and of the schedule fit.")
+    flags.DEFINE_float(
+        "gradient_scale", 1.0, "Scale of the probing gradients and of the fixed-point inputs g*."
+    )
+    flags.DEFINE_integer("seed", 0, "Seed of the task and probes.")
+
+
 def main(argv):
     del argv
-    tx = parse_optimizer(_OPTIMIZER.value, _LEARNING_RATE.value)
-    loss_fn, params = make_task(_TASK.value, _SEED.value)
+    tx = parse_optimizer(FLAGS.optimizer, FLAGS.learning_rate)
+    loss_fn, params = make_task(FLAGS.task, FLAGS.seed)
     t0 = time.perf_counter()
     result = analyse(
         tx,
         loss_fn,
         params,
-        _WORKDIR.value,
-        num_steps=_NUM_STEPS.value,
-        gradient_scale=_GRADIENT_SCALE.value,
-        seed=_SEED.value,
+        FLAGS.workdir,
+        num_steps=FLAGS.num_steps,
+        gradient_scale=FLAGS.gradient_scale,
+        seed=FLAGS.seed,
     )
-    result["optimizer"] = _OPTIMIZER.value
-    result["task_name"] = _TASK.value
+    result["optimizer"] = FLAGS.optimizer
+    result["task_name"] = FLAGS.task
     result["total_s"] = round(time.perf_counter() - t0, 2)
-    with open(os.path.join(_WORKDIR.value, "report.json"), "w") as f:
+    with open(os.path.join(FLAGS.workdir, "report.json"), "w") as f:
         json.dump(_jsonable(result), f, indent=1)
-    with open(os.path.join(_WORKDIR.value, "report.md"), "w") as f:
-        f.write(report_markdown(_OPTIMIZER.value, _TASK.value, result))
-    print(
-        f"wrote report.json, report.md and 5 figures to {_WORKDIR.value} in {result['total_s']} s"
-    )
+    with open(os.path.join(FLAGS.workdir, "report.md"), "w") as f:
+        f.write(report_markdown(FLAGS.optimizer, FLAGS.task, result))
+    print(f"wrote report.json, report.md and 5 figures to {FLAGS.workdir} in {result['total_s']} s")
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

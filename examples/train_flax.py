@@ -23,11 +23,7 @@ from flax import nnx
 
 import optax_lopt
 
-_OPTIMIZER = flags.DEFINE_string("optimizer", "LearnableAdam", "Architecture class name.")
-_LOAD = flags.DEFINE_string("load", None, "Directory written by optax_lopt.save (overrides).")
-_NUM_STEPS = flags.DEFINE_integer("num_steps", 300, "Training steps.")
-_SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
-_PRINT_EVERY = flags.DEFINE_integer("print_every", 50, "Print the loss every N steps.")
+FLAGS = flags.FLAGS
 
 
 class MLP(nnx.Module):
@@ -72,19 +68,30 @@ def train(tx: optax.GradientTransformation, num_steps: int, seed: int = 0) -> li
     return [float(step(model, optimizer)) for _ in range(num_steps)]
 
 
+def define_flags() -> None:
+    """Defines the command-line flags (only when run as a script, so that importing
+    this module in tests or notebooks defines no global absl flags)."""
+    flags.DEFINE_string("optimizer", "LearnableAdam", "Architecture class name.")
+    flags.DEFINE_string("load", None, "Directory written by optax_lopt.save (overrides).")
+    flags.DEFINE_integer("num_steps", 300, "Training steps.")
+    flags.DEFINE_integer("seed", 0, "Random seed.")
+    flags.DEFINE_integer("print_every", 50, "Print the loss every N steps.")
+
+
 def main(argv):
     del argv
-    if _LOAD.value:
-        lopt, theta = optax_lopt.load(_LOAD.value)
+    if FLAGS.load:
+        lopt, theta = optax_lopt.load(FLAGS.load)
     else:
-        lopt = optax_lopt.architecture(_OPTIMIZER.value)()
-        theta = lopt.init(jax.random.key(_SEED.value))
+        lopt = optax_lopt.architecture(FLAGS.optimizer)()
+        theta = lopt.init(jax.random.key(FLAGS.seed))
     print(f"Training a flax NNX MLP on two moons with {lopt}")
-    losses = train(lopt.transform(theta), _NUM_STEPS.value, _SEED.value)
-    for i in range(0, len(losses), _PRINT_EVERY.value):
+    losses = train(lopt.transform(theta), FLAGS.num_steps, FLAGS.seed)
+    for i in range(0, len(losses), FLAGS.print_every):
         print(f"step {i:5d}  loss {losses[i]:.4f}")
     print(f"final loss {losses[-1]:.4f} (initial {losses[0]:.4f})")
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
