@@ -27,7 +27,7 @@ SETTINGS = {
 
 
 def test_paper_optimizers_are_shipped():
-    assert {"rosenbrock"} <= set(NAMES)
+    assert {"linear_regression", "rosenbrock"} <= set(NAMES)
     assert set(NAMES) <= set(SETTINGS)
 
 
