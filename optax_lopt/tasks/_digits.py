@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import functools
 
+import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+from optax_lopt.tasks.base import TaskFamily
 
 NUM_CLASSES = 10
 VALIDATION_FRACTION = 0.2
@@ -63,3 +67,46 @@ def validation_loss(logits_fn) -> jax.Array:
     _, _, valid_x, valid_y = digits_split()
     logits = logits_fn(jnp.asarray(valid_x))
     return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, jnp.asarray(valid_y)))
+
+
+class MaskedDigitsFamily(TaskFamily):
+    """Shared machinery of the digits families: per-instance masked widths and batch sizes.
+
+    Subclasses are frozen dataclasses with ``num_layers``, ``batch_sizes`` and ``num_steps``
+    fields; they provide ``_width_choices`` (the candidate widths or channel counts) and
+    ``_net`` (a flax module called as ``net(x, masks)``).
+    """
+
+    num_layers: int
+    batch_sizes: tuple[int, ...]
+
+    @property
+    def _width_choices(self) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    @property
+    def _net(self) -> nn.Module:
+        raise NotImplementedError
+
+    def sample_data(self, key: chex.PRNGKey) -> dict[str, jax.Array]:
+        kw, kb = jax.random.split(key)
+        return {
+            "masks": sample_width_masks(kw, self._width_choices, self.num_layers),
+            "batch_size": sample_batch_size(kb, self.batch_sizes),
+        }
+
+    def init_params(self, data, key):
+        x = jnp.zeros((1, 8, 8), jnp.float32)
+        return self._net.init(key, x, data["masks"])["params"]
+
+    def _logits_fn(self, data, params):
+        return lambda x: self._net.apply({"params": params}, x, data["masks"])
+
+    def loss_fn(self, data, params, key):
+        return train_minibatch_loss(
+            self._logits_fn(data, params), data["batch_size"], max(self.batch_sizes), key
+        )
+
+    def validation_loss_fn(self, data, params, key):
+        del key
+        return validation_loss(self._logits_fn(data, params))

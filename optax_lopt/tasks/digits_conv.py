@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 
-import chex
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from optax_lopt.tasks import _digits
-from optax_lopt.tasks.base import TaskFamily, check_choices, check_positive_int
+from optax_lopt.tasks.base import check_choices, check_positive_int
 
 
 class _Conv3x3(nn.Module):
@@ -54,7 +52,7 @@ class _MaskedConvNet(nn.Module):
 
 
 @dataclasses.dataclass(frozen=True)
-class DigitsConv(TaskFamily):
+class DigitsConv(_digits.MaskedDigitsFamily):
     """3x3 ReLU convnet (each conv followed by 2x2 average pooling, then a linear classifier
     on the flattened features) on scikit-learn's bundled 8x8 digits.
 
@@ -89,28 +87,9 @@ class DigitsConv(TaskFamily):
         check_positive_int("num_steps", self.num_steps)
 
     @property
+    def _width_choices(self) -> tuple[int, ...]:
+        return self.channels
+
+    @property
     def _net(self) -> _MaskedConvNet:
         return _MaskedConvNet(max(self.channels), self.num_layers)
-
-    def sample_data(self, key: chex.PRNGKey) -> dict[str, jax.Array]:
-        kw, kb = jax.random.split(key)
-        return {
-            "masks": _digits.sample_width_masks(kw, self.channels, self.num_layers),
-            "batch_size": _digits.sample_batch_size(kb, self.batch_sizes),
-        }
-
-    def init_params(self, data, key):
-        x = jnp.zeros((1, 8, 8), jnp.float32)
-        return self._net.init(key, x, data["masks"])["params"]
-
-    def _logits_fn(self, data, params):
-        return lambda x: self._net.apply({"params": params}, x, data["masks"])
-
-    def loss_fn(self, data, params, key):
-        return _digits.train_minibatch_loss(
-            self._logits_fn(data, params), data["batch_size"], max(self.batch_sizes), key
-        )
-
-    def validation_loss_fn(self, data, params, key):
-        del key
-        return _digits.validation_loss(self._logits_fn(data, params))
