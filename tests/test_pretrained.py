@@ -22,12 +22,12 @@ NAMES = optax_lopt.pretrained_names()
 SETTINGS = {
     "linear_regression": [{}, {"dim": 20}],
     "rosenbrock": [{}, {"num_steps": 400}],
-    "two_moons": [{}, {"num_points": 128}],
+    "two_moons": [{"num_points": 256}, {"num_points": 256, "hidden_sizes": (64, 64)}],
 }
 
 
 def test_paper_optimizers_are_shipped():
-    assert {"linear_regression", "rosenbrock"} <= set(NAMES)
+    assert {"linear_regression", "rosenbrock", "two_moons"} <= set(NAMES)
     assert set(NAMES) <= set(SETTINGS)
 
 
