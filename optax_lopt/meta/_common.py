@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from optax_lopt.base import LearnedOptimizer, MetaParams
 from optax_lopt.meta.meta_losses import MetaLoss
-from optax_lopt.meta.unroll import Trajectory
+from optax_lopt.meta.unroll import Trajectory, UnrollState, init_state
 from optax_lopt.tasks.base import TaskFamily
 
 
@@ -37,6 +37,13 @@ def check_config(est: Any) -> None:
 def horizon_of(est: Any) -> int:
     """The estimator's horizon, or its family's ``num_steps`` when None."""
     return est.family.num_steps if est.horizon is None else est.horizon
+
+
+def init_runs(est: Any, theta: MetaParams, key: jax.Array) -> UnrollState:
+    """Starts the persistent inner runs of a truncated estimator (``num_tasks``, staggered)."""
+    return init_state(
+        est.lopt, est.family, theta, key, num_tasks=est.num_tasks, horizon=horizon_of(est)
+    )
 
 
 def sample_noise(theta: MetaParams, key: jax.Array, num: int, sigma: float) -> MetaParams:

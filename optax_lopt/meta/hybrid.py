@@ -15,7 +15,6 @@ from optax_lopt.meta.meta_losses import MetaLoss
 from optax_lopt.meta.unroll import (
     UnrollState,
     broadcast_particles,
-    init_state,
     select_particle,
     unroll,
 )
@@ -102,14 +101,7 @@ class Hybrid(GradientEstimator):
             )
 
     def init(self, theta: MetaParams, key: chex.PRNGKey) -> UnrollState:
-        return init_state(
-            self.lopt,
-            self.family,
-            theta,
-            key,
-            num_tasks=self.num_tasks,
-            horizon=_common.horizon_of(self),
-        )
+        return _common.init_runs(self, theta, key)
 
     def gradient_components(self, theta, state, key):
         """Like :meth:`meta_gradient`, with both parts of the estimate.

@@ -12,7 +12,7 @@ from optax_lopt.base import LearnedOptimizer, MetaParams
 from optax_lopt.meta import _common
 from optax_lopt.meta.base import GradientEstimator
 from optax_lopt.meta.meta_losses import MetaLoss
-from optax_lopt.meta.unroll import UnrollState, init_state, unroll
+from optax_lopt.meta.unroll import UnrollState, unroll
 from optax_lopt.tasks.base import TaskFamily
 
 
@@ -54,14 +54,7 @@ class TruncatedBPTT(GradientEstimator):
         _common.check_config(self)
 
     def init(self, theta: MetaParams, key: chex.PRNGKey) -> UnrollState:
-        return init_state(
-            self.lopt,
-            self.family,
-            theta,
-            key,
-            num_tasks=self.num_tasks,
-            horizon=_common.horizon_of(self),
-        )
+        return _common.init_runs(self, theta, key)
 
     def meta_gradient(self, theta, state, key):
         ml = MetaLoss(self.meta_loss, self.loss_clip)

@@ -15,7 +15,6 @@ from optax_lopt.meta.meta_losses import MetaLoss
 from optax_lopt.meta.unroll import (
     UnrollState,
     broadcast_particles,
-    init_state,
     select_particle,
     unroll,
 )
@@ -62,14 +61,7 @@ class TruncatedES(GradientEstimator):
         _common.check_config(self)
 
     def init(self, theta: MetaParams, key: chex.PRNGKey) -> UnrollState:
-        return init_state(
-            self.lopt,
-            self.family,
-            theta,
-            key,
-            num_tasks=self.num_tasks,
-            horizon=_common.horizon_of(self),
-        )
+        return _common.init_runs(self, theta, key)
 
     def meta_gradient(self, theta, state, key):
         ml = MetaLoss(self.meta_loss, self.loss_clip)
