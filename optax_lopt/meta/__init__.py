@@ -8,6 +8,7 @@ from optax_lopt.meta.full_bptt import FullBPTT, WholeUnrollState
 from optax_lopt.meta.hybrid import Hybrid
 from optax_lopt.meta.meta_losses import META_LOSS_NAMES, MetaLoss, meta_loss
 from optax_lopt.meta.metrics_log import read_metrics
+from optax_lopt.meta.mixture import Mixture
 from optax_lopt.meta.pes import PES, PESState
 from optax_lopt.meta.sharding import TASK_AXIS, task_mesh, task_shardings
 from optax_lopt.meta.trainer import MetaTrainer, TrainState
@@ -24,6 +25,7 @@ __all__: list[str] = [
     "Hybrid",
     "META_LOSS_NAMES",
     "MetaLoss",
+    "Mixture",
     "PES",
     "PESState",
     "Trajectory",
