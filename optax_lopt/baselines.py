@@ -19,7 +19,7 @@ import hashlib
 import itertools
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -27,7 +27,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from optax_lopt.evaluation import instance_keys, objective, run_on_instances
+from optax_lopt.evaluation import (
+    EvaluationResult,
+    evaluate,
+    instance_keys,
+    objective,
+    run_on_instances,
+)
 from optax_lopt.tasks.base import TaskFamily
 
 LEARNING_RATES = tuple(float(10.0 ** (e / 4)) for e in range(-16, 5))
@@ -151,6 +157,92 @@ def tune(
     if cache_path:
         _to_json(cache_path, result, description)
     return result
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """The outcome of :func:`compare`: candidates and tuned baselines on the same instances.
+
+    Attributes:
+      results: label -> `EvaluationResult`, baselines under their names ("sgdm", ...).
+      hyperparams: baseline name -> its tuned hyperparameters.
+      best_baseline: the baseline with the lowest held-out meta-objective.
+    """
+
+    results: dict[str, EvaluationResult]
+    hyperparams: dict[str, dict[str, float]]
+    best_baseline: str
+
+    def relative_to_best(self, label: str) -> float:
+        """``label``'s meta-objective relative to the best baseline's (-0.2: 20% lower)."""
+        return self.results[label].objective / self.results[self.best_baseline].objective - 1.0
+
+
+def compare(
+    candidates: Mapping[str, optax.GradientTransformation],
+    family: TaskFamily,
+    optimizers: Sequence[str] = tuple(OPTIMIZERS),
+    learning_rates: Sequence[float] = LEARNING_RATES,
+    grids: Mapping[str, dict[str, Sequence[float]]] | None = None,
+    num_instances: int = 128,
+    num_tuning_instances: int = 16,
+    num_steps: int | None = None,
+    cache_dir: str | None = None,
+) -> Comparison:
+    """Tunes each baseline on ``family``, then evaluates them and the candidates held out.
+
+    Baselines are tuned with :func:`tune` on the "tune" split; every optimizer then runs on
+    the same ``num_instances`` held-out ("test") instances with
+    `optax_lopt.evaluation.evaluate`, so all are scored by the same meta-objective.
+
+    Args:
+      candidates: label -> optax transformation to compare (e.g. a learned optimizer).
+      family: the task family.
+      optimizers: baseline names to tune (default: all of `OPTIMIZERS`).
+      learning_rates: the learning-rate grid of every baseline.
+      grids: baseline name -> its other hyperparameters' grid (defaults in `OPTIMIZERS`).
+      num_instances: held-out instances per optimizer.
+      num_tuning_instances: tuning instances per hyperparameter setting.
+      num_steps: horizon; the family's default if None.
+      cache_dir: where tuning results are cached as JSON (no cache when None).
+
+    Returns:
+      A `Comparison`.
+
+    Raises:
+      ValueError: if a candidate's label is also a baseline's name, or ``optimizers`` is
+        empty or names an unknown baseline.
+
+    References:
+      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
+      mechanisms", arXiv 2011.02159.
+    """
+    optimizers = tuple(optimizers)
+    if not optimizers or any(o not in OPTIMIZERS for o in optimizers):
+        raise ValueError(
+            f"optimizers: expected a non-empty subset of {sorted(OPTIMIZERS)}, got {optimizers!r}."
+        )
+    clash = sorted(set(candidates) & set(optimizers))
+    if clash:
+        raise ValueError(f"candidates: labels {clash} clash with the baselines' names.")
+    transforms: dict[str, optax.GradientTransformation] = {}
+    hyperparams = {}
+    for name in optimizers:
+        tuned = tune(
+            family,
+            name,
+            learning_rates=learning_rates,
+            grid=None if grids is None else grids.get(name),
+            num_instances=num_tuning_instances,
+            num_steps=num_steps,
+            cache_dir=cache_dir,
+        )
+        transforms[name] = tuned.transform()
+        hyperparams[name] = tuned.hyperparams
+    transforms.update(candidates)
+    results = evaluate(transforms, family, num_instances=num_instances, num_steps=num_steps)
+    best = min(optimizers, key=lambda name: results[name].objective)
+    return Comparison(results, hyperparams, best)
 
 
 def _cache_path(cache_dir: str | None, description: dict[str, Any]) -> str | None:

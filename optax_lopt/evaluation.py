@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -154,6 +155,18 @@ def evaluate(
     return results
 
 
+def _draw_panel(ax: Any, results: Mapping[str, EvaluationResult], title: str) -> None:
+    for name, result in results.items():
+        steps = np.arange(len(result.mean_curve))
+        lower = np.maximum(result.mean_curve - result.sem_curve, 1e-12)
+        ax.plot(steps, result.mean_curve, label=f"{name} ({result.objective:.3g})")
+        ax.fill_between(steps, lower, result.mean_curve + result.sem_curve, alpha=0.25)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+
+
 def plot_loss_curves(results: Mapping[str, EvaluationResult], path: str, title: str = "") -> None:
     """Writes a PNG of mean loss +/- s.e.m. per optimizer, log scale, as in the paper's Fig. 1.
 
@@ -162,22 +175,38 @@ def plot_loss_curves(results: Mapping[str, EvaluationResult], path: str, title: 
       path: output PNG path.
       title: figure title (e.g. the task name).
     """
+    plot_panels({title: results}, path)
+
+
+def plot_panels(panels: Mapping[str, Mapping[str, EvaluationResult]], path: str) -> None:
+    """Writes one PNG with a loss-curve panel per task, side by side, like the paper's Fig. 1.
+
+    Each panel shows every optimizer's mean training loss +/- s.e.m. over the held-out
+    instances on a log scale; the legend gives each optimizer's meta-objective.
+
+    Args:
+      panels: panel title (e.g. the task name) -> label -> `EvaluationResult`.
+      path: output PNG path.
+
+    Raises:
+      ValueError: if ``panels`` is empty.
+
+    References:
+      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
+      mechanisms", arXiv 2011.02159 (Fig. 1).
+    """
+    if not panels:
+        raise ValueError("panels: expected at least one panel, got none.")
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=100)
-    for name, result in results.items():
-        steps = np.arange(len(result.mean_curve))
-        lower = np.maximum(result.mean_curve - result.sem_curve, 1e-12)
-        ax.plot(steps, result.mean_curve, label=f"{name} ({result.objective:.3f})")
-        ax.fill_between(steps, lower, result.mean_curve + result.sem_curve, alpha=0.25)
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss (mean ± s.e.m.)")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.5), dpi=100)
+    axes = np.atleast_1d(axes)
+    for ax, (title, results) in zip(axes, panels.items(), strict=True):
+        _draw_panel(ax, results, title)
+    axes[0].set_ylabel("training loss (mean ± s.e.m.)")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

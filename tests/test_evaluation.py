@@ -91,3 +91,35 @@ def test_tuner_rejects_bad_input():
         baselines.tune(family, "adam", grid={"b1": (0.9,)})
     with pytest.raises(ValueError, match="learning_rates"):
         baselines.tune(family, "sgdm", learning_rates=(0.0,))
+
+
+def test_compare_scores_candidates_against_the_tuned_baseline():
+    family = tasks.family("linear_regression", num_steps=20)
+    comparison = baselines.compare(
+        {"same_as_tuned": optax.sgd(1.0), "slow": optax.sgd(1e-2)},
+        family,
+        optimizers=("sgdm",),
+        learning_rates=(1e-2, 1.0),
+        grids={"sgdm": {"momentum": (0.0,)}},
+        num_instances=8,
+        num_tuning_instances=4,
+    )
+    assert comparison.best_baseline == "sgdm"
+    assert comparison.hyperparams["sgdm"] == {"learning_rate": 1.0, "momentum": 0.0}
+    np.testing.assert_allclose(comparison.relative_to_best("same_as_tuned"), 0.0, atol=1e-6)
+    assert comparison.relative_to_best("slow") > 0.5
+    with pytest.raises(ValueError, match="candidates"):
+        baselines.compare({"sgdm": optax.sgd(1.0)}, family, optimizers=("sgdm",))
+    with pytest.raises(ValueError, match="optimizers"):
+        baselines.compare({}, family, optimizers=("lion",))
+
+
+def test_plot_panels_writes_one_png(tmp_path):
+    family = tasks.family("rosenbrock", num_steps=10)
+    results = evaluation.evaluate({"sgd": optax.sgd(1e-3)}, family, num_instances=4)
+    path = os.path.join(tmp_path, "panels.png")
+    evaluation.plot_panels({"a": results, "b": results}, path)
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="panels"):
+        evaluation.plot_panels({}, path)
