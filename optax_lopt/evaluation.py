@@ -163,8 +163,10 @@ def _draw_panel(ax: Any, results: Mapping[str, EvaluationResult], title: str) ->
         ax.fill_between(steps, lower, result.mean_curve + result.sem_curve, alpha=0.25)
     ax.set_yscale("log")
     # A diverging baseline would stretch the axis over many decades: cap it above the start.
-    start = max(float(r.mean_curve[0]) for r in results.values() if np.isfinite(r.mean_curve[0]))
-    ax.set_ylim(top=10.0 * start)
+    starts = [float(r.mean_curve[0]) for r in results.values()]
+    starts = [s for s in starts if np.isfinite(s) and s > 0]
+    if starts:
+        ax.set_ylim(top=10.0 * max(starts))
     ax.set_xlabel("step")
     ax.set_title(title)
     ax.legend(fontsize=8)
