@@ -5,8 +5,11 @@ r"""Meta-train a learned optimizer on a task family; resumable, shardable over d
 
 Writes ``<workdir>/metrics.jsonl`` (one JSON object per outer step), orbax checkpoints in
 ``<workdir>/checkpoints`` and the final weights in ``<workdir>/final`` (read them back with
-``optax_lopt.load``). Rerun the same command on the same workdir after an interruption and it
-continues from the last checkpoint, ending at the same weights as an uninterrupted run.
+``optax_lopt.load``). ``--task_mix=general`` (a preset of
+``optax_lopt.tasks.task_mix_names()``, or a JSON list of components) trains on a weighted mix
+of families instead of ``--task``, one estimator per family combined by
+``optax_lopt.meta.Mixture``. Rerun the same command on the same workdir after an interruption
+and it continues from the last checkpoint, ending at the same weights as an uninterrupted run.
 ``--num_devices`` (or all devices with ``--num_devices=-1``) shards the task batch over a
 1-D mesh; for several hosts run the same command in every process with ``--distributed``.
 
@@ -32,9 +35,16 @@ from absl import app, flags, logging
 
 import optax_lopt
 import optax_lopt.tasks
-from optax_lopt.meta import MetaTrainer, estimator, read_metrics, task_mesh
+from optax_lopt.meta import MetaTrainer, Mixture, estimator, read_metrics, task_mesh
 
 _TASK = flags.DEFINE_string("task", "linear_regression", "Task family name.")
+_TASK_MIX = flags.DEFINE_string(
+    "task_mix",
+    None,
+    "Train on a mix of families instead of --task: a preset name (e.g. 'general', see "
+    "optax_lopt.tasks.task_mix_names()) or a JSON list of components, e.g. "
+    '\'[{"family": "quadratic", "reparameterize": true, "weight": 2}, {"family": "rosenbrock"}]\'.',
+)
 _ARCHITECTURE = flags.DEFINE_string("architecture", "MLPLOpt", "Learned optimizer class name.")
 _ARCHITECTURE_CONFIG = flags.DEFINE_string(
     "architecture_config",
@@ -90,6 +100,7 @@ class Config:
     """Everything a meta-training run depends on (the example's flags)."""
 
     task: str = "linear_regression"
+    task_mix: str | None = None
     architecture: str = "MLPLOpt"
     architecture_config: str = "{}"
     estimator: str = "pes"
@@ -114,6 +125,7 @@ class Config:
 # change how a run is shown or placed, not its weights, and are left out.
 _COMMAND_FIELDS = (
     "task",
+    "task_mix",
     "architecture",
     "architecture_config",
     "estimator",
@@ -152,6 +164,7 @@ def build_lopt(config: Config) -> optax_lopt.LearnedOptimizer:
             f"{config.architecture_config!r}."
         )
     cls = optax_lopt.architecture(config.architecture)
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
     try:
         return cls(**kwargs)
     except TypeError as err:
@@ -192,8 +205,29 @@ def command(config: Config, script: str = "examples/meta_train.py") -> str:
 
 
 def build_estimator(config: Config, lopt: optax_lopt.LearnedOptimizer) -> Any:
-    """The estimator named by ``config.estimator``, given only the knobs it takes."""
-    family = optax_lopt.tasks.family(config.task)
+    """The estimator named by ``config.estimator``, given only the knobs it takes.
+
+    With ``config.task_mix`` it is an ``optax_lopt.meta.Mixture`` of one such estimator per
+    component of the mix (each with ``num_tasks`` tasks), weighted by the components'
+    weights; ``config.task`` is then unused.
+
+    Raises:
+      ValueError: naming ``task_mix``, for a mix that ``optax_lopt.tasks.parse_mix`` rejects.
+    """
+    if config.task_mix:
+        try:
+            components = optax_lopt.tasks.parse_mix(config.task_mix)
+        except ValueError as err:
+            raise ValueError(f"task_mix: {err}") from err
+        return Mixture(
+            [_single_estimator(config, lopt, c.build()) for c in components],
+            weights=[c.weight for c in components],
+            names=[c.name for c in components],
+        )
+    return _single_estimator(config, lopt, optax_lopt.tasks.family(config.task))
+
+
+def _single_estimator(config: Config, lopt: optax_lopt.LearnedOptimizer, family: Any) -> Any:
     knobs = {
         "num_tasks": config.num_tasks,
         "truncation_length": config.truncation_length,
@@ -221,6 +255,11 @@ def run(config: Config) -> tuple[optax_lopt.LearnedOptimizer, Any, list[dict[str
     lopt = build_lopt(config)
     est = build_estimator(config, lopt)
     mesh = None
+    if config.num_devices and config.task_mix:
+        raise ValueError(
+            f"num_devices: expected 0 with --task_mix (a mixture is not sharded), got "
+            f"{config.num_devices!r}."
+        )
     if config.num_devices:
         devices = jax.devices()
         if config.num_devices > 0:
@@ -285,6 +324,7 @@ def main(argv: list[str]) -> None:
         )
     config = Config(
         task=_TASK.value,
+        task_mix=_TASK_MIX.value,
         architecture=_ARCHITECTURE.value,
         architecture_config=_ARCHITECTURE_CONFIG.value,
         estimator=_ESTIMATOR.value,

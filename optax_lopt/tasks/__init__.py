@@ -8,6 +8,7 @@ from optax_lopt.tasks.base import Task, TaskFamily
 from optax_lopt.tasks.digits_conv import DigitsConv
 from optax_lopt.tasks.digits_mlp import DigitsMLP
 from optax_lopt.tasks.linear_regression import LinearRegression
+from optax_lopt.tasks.mixes import GENERAL_MIX, MixComponent, parse_mix, task_mix, task_mix_names
 from optax_lopt.tasks.quadratic import Quadratic
 from optax_lopt.tasks.registry import family, family_names
 from optax_lopt.tasks.reparameterized import Reparameterized, reparameterize
@@ -17,7 +18,9 @@ from optax_lopt.tasks.two_moons import TwoMoons, make_moons
 __all__ = [
     "DigitsConv",
     "DigitsMLP",
+    "GENERAL_MIX",
     "LinearRegression",
+    "MixComponent",
     "Quadratic",
     "Reparameterized",
     "Rosenbrock",
@@ -27,5 +30,8 @@ __all__ = [
     "family",
     "family_names",
     "make_moons",
+    "parse_mix",
     "reparameterize",
+    "task_mix",
+    "task_mix_names",
 ]
