@@ -26,6 +26,8 @@ from optax_lopt import _numerics
 from optax_lopt.architectures import _features as F
 from optax_lopt.base import LearnedOptimizer, MetaParams
 
+_SKIP_INITS = ("adam", "random")
+
 
 class MLPLOptState(NamedTuple):
     """State of `MLPLOpt`.
@@ -56,7 +58,9 @@ class MLPLOpt(LearnedOptimizer):
     The skip readout is initialised to the feature ``m * r`` for the momentum decay nearest
     0.9 (Adam's direction ``m_hat / sqrt(v_hat)``), and the MLP's output layer to
     ``output_scale`` times a LeCun-normal draw, so an untrained optimizer behaves like Adam
-    with learning rate ``step_mult``, slightly perturbed. The paper normalises every feature
+    with learning rate ``step_mult``, slightly perturbed. With ``skip_init="random"`` the skip
+    readout is a LeCun-normal draw instead, so nothing hand-designed is built in: the
+    starting point of self-training (arXiv 2101.07367). The paper normalises every feature
     by its root-mean-square over the tensor; here only ``p`` is, the others are scale-free by
     construction, which saves one pass over memory per feature. The loss (``value=``) is not
     an input and is ignored.
@@ -69,10 +73,17 @@ class MLPLOpt(LearnedOptimizer):
       step_mult: scale of the update.
       exp_mult: scale of the magnitude in the exponent.
       output_scale: initial scale of the MLP's output layer relative to LeCun-normal.
+      skip_init: ``"adam"`` (default) starts the skip readout at Adam's direction;
+        ``"random"`` draws it LeCun-normal, a genuinely random optimizer.
+      timescales: timescales (in steps) of the ``tanh(t / T)`` step embedding. Once ``t``
+        is several times the largest one the embedding is constant, so an optimizer
+        meta-trained on horizons past that point behaves the same however long it runs.
 
     References:
       Metz et al., "Understanding and correcting pathologies in the training of learned
       optimizers", arXiv 1810.10180.
+      Metz, Freeman, Maheswaranathan, Sohl-Dickstein, "Training Learned Optimizers with
+      Randomly Initialized Learned Optimizers", arXiv 2101.07367 (``skip_init="random"``).
     """
 
     hidden_sizes: tuple[int, ...] = (32,)
@@ -81,6 +92,8 @@ class MLPLOpt(LearnedOptimizer):
     step_mult: float = 1e-3
     exp_mult: float = 1e-3
     output_scale: float = 0.1
+    skip_init: str = "adam"
+    timescales: tuple[float, ...] = F.DEFAULT_TIMESCALES
 
     def __post_init__(self) -> None:
         F.check_sizes("hidden_sizes", self.hidden_sizes)
@@ -89,6 +102,19 @@ class MLPLOpt(LearnedOptimizer):
         F.check_positive("step_mult", self.step_mult)
         F.check_nonnegative("exp_mult", self.exp_mult)
         F.check_nonnegative("output_scale", self.output_scale)
+        if not (
+            isinstance(self.timescales, tuple)
+            and self.timescales
+            and all(isinstance(t, (int, float)) and t > 0 for t in self.timescales)
+        ):
+            raise ValueError(
+                f"timescales: expected a non-empty tuple of positive numbers, got "
+                f"{self.timescales!r}."
+            )
+        if self.skip_init not in _SKIP_INITS:
+            raise ValueError(
+                f"skip_init: expected one of {list(_SKIP_INITS)}, got {self.skip_init!r}."
+            )
 
     @property
     def num_inputs(self) -> int:
@@ -98,10 +124,15 @@ class MLPLOpt(LearnedOptimizer):
     def init(self, key: chex.PRNGKey) -> MetaParams:
         k_mlp, k_time = jax.random.split(key)
         first = self.hidden_sizes[0] if self.hidden_sizes else 2
-        time = F.init_dense(k_time, len(F.DEFAULT_TIMESCALES), first)
+        time = F.init_dense(k_time, len(self.timescales), first)
+        if self.skip_init == "random":
+            # Its own key (folded in), so the MLP and time draws match the default init.
+            skip = {"w": F.init_dense(jax.random.fold_in(key, 1), self.num_inputs, 2)["w"]}
+        else:
+            skip = F.init_skip(self.num_inputs, F.adam_feature_index(self.momentum_decays, 1))
         return {
             "mlp": F.init_mlp(k_mlp, self.num_inputs, self.hidden_sizes, 2, self.output_scale),
-            "skip": F.init_skip(self.num_inputs, F.adam_feature_index(self.momentum_decays, 1)),
+            "skip": skip,
             "time": {"w": time["w"]},
         }
 
@@ -126,7 +157,7 @@ class MLPLOpt(LearnedOptimizer):
                 state.second_moment,
                 grads,
             )
-            time_bias = F.step_embedding(count) @ theta["time"]["w"]
+            time_bias = F.step_embedding(count, self.timescales) @ theta["time"]["w"]
 
             # Without params the parameter feature is zero (XLA folds it away).
             ps = jax.tree.map(jnp.zeros_like, grads) if params is None else params

@@ -10,6 +10,7 @@ from optax_lopt.meta.meta_losses import META_LOSS_NAMES, MetaLoss, meta_loss
 from optax_lopt.meta.metrics_log import read_metrics
 from optax_lopt.meta.mixture import Mixture
 from optax_lopt.meta.pes import PES, PESState
+from optax_lopt.meta.self_training import PopulationState, SelfTrainer, plot_population
 from optax_lopt.meta.sharding import TASK_AXIS, task_mesh, task_shardings
 from optax_lopt.meta.trainer import MetaTrainer, TrainState
 from optax_lopt.meta.truncated_bptt import TruncatedBPTT
@@ -39,8 +40,11 @@ __all__: list[str] = [
     # meta-trainer, checkpoints, sharding
     "Checkpointer",
     "MetaTrainer",
+    "PopulationState",
+    "SelfTrainer",
     "TASK_AXIS",
     "TrainState",
+    "plot_population",
     "read_metrics",
     "task_mesh",
     "task_shardings",

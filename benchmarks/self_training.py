@@ -1,0 +1,241 @@
+"""Benchmark: self-trained learned optimizers vs the same architecture meta-trained with Adam.
+
+On the mix of ``linear_regression`` and ``two_moons`` (128 points, one hidden layer of 16,
+horizon 200), both start from random ``MLPLOpt`` weights (``skip_init="random"``):
+
+* self-training (``optax_lopt.meta.SelfTrainer``): ``--population_size`` members, each with
+  PES on ``--num_tasks`` tasks per family, meta-updates applied by the population's best
+  learned optimizer, PBT every ``--exploit_every`` steps; no hand-designed optimizer anywhere;
+* Adam (``optax_lopt.meta.MetaTrainer``, ``optax.adam``, global-norm clip 1): PES on
+  ``population_size * num_tasks`` tasks per family, so that each outer step and the whole run
+  spend exactly the self-training population's inner steps; its meta learning rate is picked
+  from ``--meta_learning_rates`` on the "tune" split (those extra runs are not counted).
+
+The self-trained optimizer reported is the member with the best meta-objective on the "tune"
+split (never "test"). Both are evaluated with ``optax_lopt.evaluation`` on the same held-out
+("test") instances of both families; the meta-objective (mean over the horizon of loss /
+initial loss, lower is better) is averaged over the two families. Prints a table, writes the
+population figure (``--figure``), then one JSON object as the last line:
+``{"self_trained": ..., "adam_trained": ..., ...}``.
+
+Run: ``python benchmarks/self_training.py`` (``--help`` for flags).
+
+References:
+  Metz, Freeman, Maheswaranathan, Sohl-Dickstein, "Training Learned Optimizers with Randomly
+  Initialized Learned Optimizers", arXiv 2101.07367.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from typing import Any
+
+import jax
+import numpy as np
+import optax
+from absl import app, flags
+
+import optax_lopt
+import optax_lopt.tasks
+from optax_lopt import evaluation
+from optax_lopt.meta import PES, MetaTrainer, Mixture, SelfTrainer, plot_population
+
+_POPULATION_SIZE = flags.DEFINE_integer("population_size", 8, "Self-training members.")
+_NUM_OUTER_STEPS = flags.DEFINE_integer("num_outer_steps", 150, "Outer steps of every run.")
+_NUM_TASKS = flags.DEFINE_integer("num_tasks", 2, "PES tasks per family per member.")
+_TRUNCATION_LENGTH = flags.DEFINE_integer("truncation_length", 20, "Inner steps per outer step.")
+_HORIZON = flags.DEFINE_integer("horizon", 200, "Inner trajectory length.")
+_SIGMA = flags.DEFINE_float("sigma", 0.01, "PES perturbation std.")
+_HIDDEN_SIZE = flags.DEFINE_integer("hidden_size", 16, "MLPLOpt hidden width.")
+_STEP_MULT = flags.DEFINE_float("step_mult", 1e-2, "MLPLOpt step scale.")
+_RULE = flags.DEFINE_enum("rule", "best", ["best", "self"], "Which member optimizes whom.")
+_EXPLOIT_EVERY = flags.DEFINE_integer("exploit_every", 10, "Outer steps between PBT events.")
+_EXPLOIT_FRACTION = flags.DEFINE_float("exploit_fraction", 0.25, "Replaced per PBT event.")
+_PERTURB_SCALE = flags.DEFINE_float("perturb_scale", 0.05, "Relative explore noise.")
+_META_LEARNING_RATES = flags.DEFINE_list(
+    "meta_learning_rates", ["1e-3", "3e-3", "1e-2", "3e-2"], "Adam meta learning rates tried."
+)
+_TWO_MOONS_POINTS = flags.DEFINE_integer("two_moons_points", 128, "Points per two_moons task.")
+_NUM_TUNE_INSTANCES = flags.DEFINE_integer("num_tune_instances", 32, "'tune' instances.")
+_NUM_EVAL_INSTANCES = flags.DEFINE_integer("num_eval_instances", 128, "'test' instances.")
+_FIGURE = flags.DEFINE_string("figure", "docs/figures/self_training.png", "Figure path.")
+_SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
+
+_NAMES = ("linear_regression", "two_moons")
+
+
+def _families() -> list[Any]:
+    return [
+        optax_lopt.tasks.family("linear_regression", num_steps=_HORIZON.value),
+        optax_lopt.tasks.family(
+            "two_moons",
+            num_points=_TWO_MOONS_POINTS.value,
+            hidden_sizes=(16,),
+            num_steps=_HORIZON.value,
+        ),
+    ]
+
+
+def _estimator(lopt, families, num_tasks: int) -> Mixture:
+    return Mixture(
+        [
+            PES(
+                lopt,
+                f,
+                num_tasks=num_tasks,
+                truncation_length=_TRUNCATION_LENGTH.value,
+                sigma=_SIGMA.value,
+            )
+            for f in families
+        ],
+        names=_NAMES,
+    )
+
+
+def _score(lopt, theta, families, split: str, num: int) -> float:
+    """Mean over families of the meta-objective on ``num`` instances of ``split``."""
+    tx = lopt.transform(theta)
+    keys = evaluation.instance_keys(split, num)
+    values = []
+    for f in families:
+        losses = jax.jit(lambda k, f=f: evaluation.run_on_instances(tx, f, k))(keys)
+        values.append(float(np.mean(np.asarray(evaluation.objective(losses)))))
+    return float(np.mean(values))
+
+
+def _held_out(lopt, theta, families) -> dict[str, float]:
+    tx = lopt.transform(theta)
+    return {
+        name: evaluation.evaluate({"x": tx}, f, _NUM_EVAL_INSTANCES.value)["x"].objective
+        for name, f in zip(_NAMES, families, strict=True)
+    }
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    lopt = optax_lopt.MLPLOpt(
+        hidden_sizes=(_HIDDEN_SIZE.value,), step_mult=_STEP_MULT.value, skip_init="random"
+    )
+    families = _families()
+    size, steps = _POPULATION_SIZE.value, _NUM_OUTER_STEPS.value
+    per_member = len(families) * _NUM_TASKS.value * 2 * _TRUNCATION_LENGTH.value
+    inner_steps = size * per_member * steps
+
+    # Self-training.
+    records: list[dict[str, Any]] = []
+    start = time.perf_counter()
+    trainer = SelfTrainer(
+        _estimator(lopt, families, _NUM_TASKS.value),
+        lopt,
+        population_size=size,
+        rule=_RULE.value,
+        exploit_every=_EXPLOIT_EVERY.value,
+        exploit_fraction=_EXPLOIT_FRACTION.value,
+        perturb_scale=_PERTURB_SCALE.value,
+        seed=_SEED.value,
+        progress=False,
+        on_step=lambda step, record: records.append(record),
+    )
+    trainer.train(steps)
+    self_s = time.perf_counter() - start
+    tune = [
+        _score(
+            lopt,
+            jax.tree.map(lambda x, i=i: x[i], trainer.state.theta),
+            families,
+            "tune",
+            _NUM_TUNE_INSTANCES.value,
+        )
+        for i in range(size)
+    ]
+    member = int(np.argmin(tune))
+    self_theta = jax.tree.map(lambda x: x[member], trainer.state.theta)
+    self_test = _held_out(lopt, self_theta, families)
+
+    # Adam, the same inner steps per outer step and in total, meta learning rate tuned.
+    adam_rows = []
+    for lr in (float(v) for v in _META_LEARNING_RATES.value):
+        start = time.perf_counter()
+        adam = MetaTrainer(
+            _estimator(lopt, families, size * _NUM_TASKS.value),
+            optax.adam(lr),
+            lopt=lopt,
+            seed=_SEED.value,
+            clip_norm=1.0,
+            progress=False,
+        )
+        theta = adam.train(steps)
+        adam_rows.append(
+            {
+                "meta_learning_rate": lr,
+                "tune": _score(lopt, theta, families, "tune", _NUM_TUNE_INSTANCES.value),
+                "theta": theta,
+                "seconds": time.perf_counter() - start,
+            }
+        )
+    best_adam = min(adam_rows, key=lambda r: r["tune"] if np.isfinite(r["tune"]) else np.inf)
+    adam_test = _held_out(lopt, best_adam["theta"], families)
+
+    self_value = float(np.mean(list(self_test.values())))
+    adam_value = float(np.mean(list(adam_test.values())))
+    if _FIGURE.value:
+        os.makedirs(os.path.dirname(_FIGURE.value) or ".", exist_ok=True)
+        plot_population(
+            records,
+            _FIGURE.value,
+            title=f"Self-training MLPLOpt from random init ({size} members, rule={_RULE.value})",
+        )
+
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, " + (
+        f"jax {jax.__version__} on {jax.devices()[0].platform}"
+    )
+    print(
+        f"Self-training vs Adam meta-training, MLPLOpt(hidden {_HIDDEN_SIZE.value}, step_mult "
+        f"{_STEP_MULT.value}, random init), {steps} outer steps, {inner_steps} inner steps "
+        f"each ({machine})"
+    )
+    print(f"{'meta-trainer':<34}{'lin. regr.':>11}{'two moons':>11}{'mean':>9}{'train s':>9}")
+    print(
+        f"{f'self-trained ({size} members, member {member})':<34}"
+        f"{self_test['linear_regression']:>11.4f}{self_test['two_moons']:>11.4f}"
+        f"{self_value:>9.4f}{self_s:>9.0f}"
+    )
+    print(
+        f"{'Adam lr ' + format(best_adam['meta_learning_rate'], 'g') + ' (tuned)':<34}"
+        f"{adam_test['linear_regression']:>11.4f}{adam_test['two_moons']:>11.4f}"
+        f"{adam_value:>9.4f}{best_adam['seconds']:>9.0f}"
+    )
+    print("Adam meta learning rates ('tune' split meta-objective):")
+    for r in adam_rows:
+        print(f"  {r['meta_learning_rate']:<8g}{r['tune']:>9.4f}")
+    first = records[min(9, len(records) - 1)]["best_ema_meta_loss"]
+    print(
+        f"Population best running meta-loss: step 10 {first:.4f}, final "
+        f"{records[-1]['best_ema_meta_loss']:.4f}; figure {_FIGURE.value}"
+    )
+    print(
+        json.dumps(
+            {
+                "self_trained": self_value,
+                "adam_trained": adam_value,
+                "self_trained_per_family": self_test,
+                "adam_trained_per_family": adam_test,
+                "adam_meta_learning_rate": best_adam["meta_learning_rate"],
+                "adam_tune": {str(r["meta_learning_rate"]): r["tune"] for r in adam_rows},
+                "self_trained_member": member,
+                "population_size": size,
+                "rule": _RULE.value,
+                "num_outer_steps": steps,
+                "inner_steps": inner_steps,
+                "self_training_seconds": self_s,
+                "machine": machine,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    app.run(main)
