@@ -48,7 +48,10 @@ def _sgdm_population(learning_rates, logits=None):
 
 
 def _random_mlp():
-    return optax_lopt.MLPLOpt(hidden_sizes=(4,), step_mult=1e-2, skip_init="random")
+    # One momentum and 4 hidden units: small features and network, so it compiles fast.
+    return optax_lopt.MLPLOpt(
+        hidden_sizes=(4,), momentum_decays=(0.9,), step_mult=1e-2, skip_init="random"
+    )
 
 
 def _tiny_pes(lopt):
@@ -235,9 +238,14 @@ def test_no_hand_designed_optimizer_anywhere_in_a_self_training_run(monkeypatch,
 
 
 def test_checkpoint_resume_equals_uninterrupted_run_and_metrics_jsonl(tmp_path):
-    lopt = _random_mlp()
+    # A cheap architecture (three trainers compile here); PES state, PBT and the learned
+    # optimizers' states all cross the checkpoint.
+    lopt = optax_lopt.LearnableSGDM()
     est = _tiny_pes(lopt)
-    kwargs = dict(population_size=3, exploit_every=2, seed=3, progress=False)
+    theta = _sgdm_population([0.05, 0.1, 0.02], logits=[0.0, 1.0, -1.0])
+    kwargs = dict(
+        population_size=3, exploit_every=2, perturb_scale=0.1, seed=3, progress=False, theta=theta
+    )
     whole = SelfTrainer(est, lopt, **kwargs)
     whole.train(4)
     first = SelfTrainer(
@@ -272,7 +280,7 @@ def test_self_training_lowers_the_meta_loss_on_a_quadratic():
     # learning rate updates everyone's, so gains compound (the feedback loop in miniature).
     lopt = optax_lopt.LearnableSGDM()
     rng = np.random.default_rng(0)
-    theta = _sgdm_population(10 ** rng.uniform(-4, -2.5, 4), logits=rng.normal(0, 1, 4))
+    theta = _sgdm_population(10 ** rng.uniform(-2, -1.5, 4), logits=rng.normal(1, 0.5, 4))
     est = PES(lopt, Quadratic(dim=4, num_steps=20), num_tasks=4, truncation_length=10)
     records = []
     trainer = SelfTrainer(
