@@ -78,6 +78,13 @@ class MLPLOpt(LearnedOptimizer):
       timescales: timescales (in steps) of the ``tanh(t / T)`` step embedding. Once ``t``
         is several times the largest one the embedding is constant, so an optimizer
         meta-trained on horizons past that point behaves the same however long it runs.
+      antisymmetric: make the update an odd function of the gradient: it is
+        ``(u(f) - u(f')) / 2`` where ``u`` is the update above and ``f'`` the features with
+        the sign of every gradient and momentum feature flipped (``p / rms(p)`` and
+        ``r * s`` kept). Then a zero-mean gradient gives a zero-mean step: the optimizer
+        has no drift of its own that would carry it away from a minimum when it runs far
+        longer than it was trained for. Adam's direction is odd already, so the untrained
+        optimizer is unchanged; the network is evaluated twice.
 
     References:
       Metz et al., "Understanding and correcting pathologies in the training of learned
@@ -94,6 +101,7 @@ class MLPLOpt(LearnedOptimizer):
     output_scale: float = 0.1
     skip_init: str = "adam"
     timescales: tuple[float, ...] = F.DEFAULT_TIMESCALES
+    antisymmetric: bool = False
 
     def __post_init__(self) -> None:
         F.check_sizes("hidden_sizes", self.hidden_sizes)
@@ -111,6 +119,8 @@ class MLPLOpt(LearnedOptimizer):
                 f"timescales: expected a non-empty tuple of positive numbers, got "
                 f"{self.timescales!r}."
             )
+        if not isinstance(self.antisymmetric, bool):
+            raise ValueError(f"antisymmetric: expected a bool, got {self.antisymmetric!r}.")
         if self.skip_init not in _SKIP_INITS:
             raise ValueError(
                 f"skip_init: expected one of {list(_SKIP_INITS)}, got {self.skip_init!r}."
@@ -180,9 +190,16 @@ class MLPLOpt(LearnedOptimizer):
                 r = jax.lax.rsqrt(v_corr * v + F.RSQRT_EPS)
                 feats, _ = F.build_features(p, g, ms, [r], v_corr * F.mean(v))
                 features.append(feats)
-            new_updates = treedef.unflatten(
-                F.mlp_updates(features, theta, time_bias, self.step_mult, self.exp_mult)
-            )
+            leaves = F.mlp_updates(features, theta, time_bias, self.step_mult, self.exp_mult)
+            if self.antisymmetric:
+                # Features 0 (p / rms(p)) and 2 + K (r * s) do not change sign with g.
+                even = (0, 2 + len(decays))
+                flipped = [
+                    [f if k in even else -f for k, f in enumerate(feats)] for feats in features
+                ]
+                mirror = F.mlp_updates(flipped, theta, time_bias, self.step_mult, self.exp_mult)
+                leaves = [0.5 * (a - b) for a, b in zip(leaves, mirror, strict=True)]
+            new_updates = treedef.unflatten(leaves)
             reference = updates if params is None else params
             return _numerics.cast_like(new_updates, reference), MLPLOptState(count, momenta, second)
 
