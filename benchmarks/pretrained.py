@@ -13,6 +13,9 @@ last line.
 ``--ship=name=path`` evaluates the weights written by ``examples/meta_train.py`` at ``path``
 (``<workdir>/final``) under ``name`` and copies them into
 ``optax_lopt/pretrained_weights/<name>`` with the evaluation added to their metadata.
+Optimizers meant for new problems are evaluated on a family they never saw instead of their
+name's (`EVAL_FAMILIES`: "general" on "digits_conv"); ``--baselines`` and
+``--learning_rates`` narrow the tuning grid where runs are expensive.
 
 Run: ``python benchmarks/pretrained.py`` (``--help`` for flags).
 
@@ -44,6 +47,10 @@ _CACHE_DIR = flags.DEFINE_string(
     "cache_dir", "/tmp/optax_lopt_tuning", "Where baseline tuning results are cached."
 )
 _VARIANTS = flags.DEFINE_bool("variants", True, "Also evaluate each family's variant setting.")
+_BASELINES = flags.DEFINE_list("baselines", ["sgdm", "rmsprop", "adam"], "Baselines to tune.")
+_LEARNING_RATES = flags.DEFINE_list(
+    "learning_rates", None, "Baselines' learning-rate grid (default: baselines.LEARNING_RATES)."
+)
 
 VARIANTS = {
     "linear_regression": {"dim": 20},
@@ -54,22 +61,31 @@ VARIANTS = {
 
 BASELINES = ("sgdm", "rmsprop", "adam")
 
+EVAL_FAMILIES = {"general": "digits_conv"}
+"""Shipped names evaluated on another family than their own: one they were not trained on."""
+
 
 def evaluate_setting(
-    name: str, tx, family_kwargs: dict, num_instances: int, cache_dir: str | None
+    name: str,
+    tx,
+    family_kwargs: dict,
+    num_instances: int,
+    cache_dir: str | None,
+    names: tuple[str, ...] = BASELINES,
+    learning_rates: tuple[float, ...] = baselines.LEARNING_RATES,
 ) -> dict:
     """Tuned baselines and ``tx`` on held-out instances of ``family(name, **family_kwargs)``."""
     family = optax_lopt.tasks.family(name, **family_kwargs)
     optimizers = {}
     hyperparams = {}
-    for opt in BASELINES:
-        tuned = baselines.tune(family, opt, num_instances=16, cache_dir=cache_dir)
+    for opt in names:
+        tuned = baselines.tune(family, opt, learning_rates, num_instances=16, cache_dir=cache_dir)
         optimizers[opt] = tuned.transform()
         hyperparams[opt] = tuned.hyperparams
     optimizers["learned"] = tx
     results = evaluation.evaluate(optimizers, family, num_instances=num_instances)
     scores = {k: r.objective for k, r in results.items()}
-    best = min(BASELINES, key=lambda k: scores[k])
+    best = min(names, key=lambda k: scores[k])
     return {
         "family": name,
         "family_kwargs": {
@@ -106,9 +122,22 @@ def main(argv: list[str]) -> None:
     rows = []
     for name, tx, ship_from in jobs:
         evaluations = []
-        for kwargs in _settings(name, _VARIANTS.value):
+        family_name = EVAL_FAMILIES.get(name, name)
+        lrs = baselines.LEARNING_RATES
+        if _LEARNING_RATES.value:
+            lrs = tuple(float(v) for v in _LEARNING_RATES.value)
+        for kwargs in _settings(family_name, _VARIANTS.value):
             start = time.time()
-            result = evaluate_setting(name, tx, kwargs, _NUM_INSTANCES.value, _CACHE_DIR.value)
+            result = evaluate_setting(
+                family_name,
+                tx,
+                kwargs,
+                _NUM_INSTANCES.value,
+                _CACHE_DIR.value,
+                tuple(_BASELINES.value),
+                lrs,
+            )
+            result["optimizer"] = name
             result["seconds"] = time.time() - start
             evaluations.append(result)
             rows.append(result)
@@ -123,10 +152,11 @@ def main(argv: list[str]) -> None:
     )
     for r in rows:
         setting = ",".join(f"{k}={v}" for k, v in r["family_kwargs"].items()) or "default"
-        s = r["objectives"]
+        s = {k: f"{v:>9.4g}" for k, v in r["objectives"].items()}
         print(
-            f"{r['family']:<18} {setting:<22} {s['sgdm']:>9.4g} {s['rmsprop']:>9.4g} "
-            f"{s['adam']:>9.4g} {s['learned']:>9.4g} {100 * r['relative_to_best']:>+7.1f}%"
+            f"{r['family']:<18} {setting:<22} {s.get('sgdm', '-'):>9} "
+            f"{s.get('rmsprop', '-'):>9} {s.get('adam', '-'):>9} {s['learned']:>9} "
+            f"{100 * r['relative_to_best']:>+7.1f}%"
         )
     print(
         json.dumps(

@@ -3,16 +3,22 @@
 Each shipped optimizer is a `ComponentwiseRNN` (a GRU applied to every parameter
 coordinate) meta-trained on one of the paper's task families and stored inside the package
 as a directory written by `optax_lopt.save` (``config.json`` plus ``theta.msgpack``) under
-``optax_lopt/pretrained_weights/<name>/``. Nothing is downloaded. The config's ``metadata``
+``optax_lopt/pretrained_weights/<name>/``. ``"general"`` is the exception: an `MLPLOpt`
+meta-trained on a mix of families (``optax_lopt.tasks.GENERAL_MIX``) and meant for new
+problems with no hyperparameters to set; it is evaluated on ``digits_conv``, a family it
+never saw. Nothing is downloaded. The config's ``metadata``
 records the exact ``examples/meta_train.py`` command that reproduces the weights and the
 held-out evaluation measured when they were shipped; read it with :func:`pretrained_metadata`.
 
   tx = optax_lopt.pretrained("linear_regression")      # optax.GradientTransformationExtraArgs
+  tx = optax_lopt.pretrained("general")                # for any problem
   lopt, theta = optax_lopt.load_pretrained("linear_regression")
 
 References:
   Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
   mechanisms", arXiv 2011.02159.
+  Metz et al., "Tasks, stability, architecture, and compute: Training more effective learned
+  optimizers, and using them to train themselves", arXiv 2009.11243 ("general").
 """
 
 from __future__ import annotations
@@ -30,7 +36,8 @@ WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrain
 
 
 def pretrained_names() -> tuple[str, ...]:
-    """Names accepted by :func:`pretrained`, sorted (the task family each was trained on)."""
+    """Names accepted by :func:`pretrained`, sorted (the task family each was trained on, or
+    ``"general"``)."""
     if not os.path.isdir(WEIGHTS_DIR):
         return ()
     return tuple(
