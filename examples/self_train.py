@@ -8,7 +8,7 @@ itself), and population-based training copies better members over worse ones eve
 ``--exploit_every`` outer steps. No hand-designed optimizer is used anywhere.
 
   python examples/self_train.py --workdir=/tmp/self_train
-  python examples/self_train.py --workdir=/tmp/self_train --population_size=8 --rule=self
+  python examples/self_train.py --workdir=/tmp/self_train --population_size=8 --rule=best
 
 Writes ``<workdir>/metrics.jsonl`` (one record per outer step, every member), orbax
 checkpoints (a rerun with the same flags resumes), the best member to ``<workdir>/final``
@@ -62,9 +62,9 @@ def make_estimator(lopt, families, num_tasks: int, truncation_length: int, sigma
 def run(
     workdir: str,
     population_size: int = 8,
-    num_outer_steps: int = 300,
-    rule: str = "best",
-    exploit_every: int = 10,
+    num_outer_steps: int = 150,
+    rule: str = "self",
+    exploit_every: int = 5,
     exploit_fraction: float = 0.25,
     perturb_scale: float = 0.05,
     num_tasks: int = 2,
@@ -72,7 +72,7 @@ def run(
     horizon: int = 200,
     sigma: float = 0.01,
     hidden_size: int = 16,
-    step_mult: float = 1e-2,
+    step_mult: float = 5e-3,
     two_moons_points: int = 128,
     num_eval_instances: int = 128,
     figure: str | None = None,
@@ -145,9 +145,9 @@ def define_flags() -> None:
     """Defines the command-line flags (only when run as a script)."""
     flags.DEFINE_string("workdir", "/tmp/self_train", "Metrics, checkpoints, final weights.")
     flags.DEFINE_integer("population_size", 8, "Members of the population.")
-    flags.DEFINE_integer("num_outer_steps", 300, "Outer steps.")
-    flags.DEFINE_enum("rule", "best", ["best", "self"], "Which member optimizes whom.")
-    flags.DEFINE_integer("exploit_every", 10, "Outer steps between PBT events.")
+    flags.DEFINE_integer("num_outer_steps", 150, "Outer steps.")
+    flags.DEFINE_enum("rule", "self", ["best", "self"], "Which member optimizes whom.")
+    flags.DEFINE_integer("exploit_every", 5, "Outer steps between PBT events.")
     flags.DEFINE_float("exploit_fraction", 0.25, "Fraction replaced per PBT event.")
     flags.DEFINE_float("perturb_scale", 0.05, "Relative std of the explore noise.")
     flags.DEFINE_integer("num_tasks", 2, "PES tasks per family per member.")
@@ -155,7 +155,7 @@ def define_flags() -> None:
     flags.DEFINE_integer("horizon", 200, "Inner trajectory length.")
     flags.DEFINE_float("sigma", 0.01, "PES perturbation std.")
     flags.DEFINE_integer("hidden_size", 16, "MLPLOpt hidden width.")
-    flags.DEFINE_float("step_mult", 1e-2, "MLPLOpt step scale.")
+    flags.DEFINE_float("step_mult", 5e-3, "MLPLOpt step scale.")
     flags.DEFINE_integer("two_moons_points", 128, "Points per two_moons instance.")
     flags.DEFINE_integer("num_eval_instances", 128, "Held-out instances per family.")
     flags.DEFINE_string("figure", "docs/figures/self_training.png", "Figure path ('' for none).")

@@ -244,7 +244,13 @@ def test_checkpoint_resume_equals_uninterrupted_run_and_metrics_jsonl(tmp_path):
     est = _tiny_pes(lopt)
     theta = _sgdm_population([0.05, 0.1, 0.02], logits=[0.0, 1.0, -1.0])
     kwargs = dict(
-        population_size=3, exploit_every=2, perturb_scale=0.1, seed=3, progress=False, theta=theta
+        population_size=3,
+        rule="best",
+        exploit_every=2,
+        perturb_scale=0.1,
+        seed=3,
+        progress=False,
+        theta=theta,
     )
     whole = SelfTrainer(est, lopt, **kwargs)
     whole.train(4)
@@ -287,6 +293,7 @@ def test_self_training_lowers_the_meta_loss_on_a_quadratic():
         est,
         lopt,
         population_size=4,
+        rule="best",
         theta=theta,
         exploit_every=5,
         progress=False,
