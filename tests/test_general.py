@@ -1,0 +1,165 @@
+"""Tests of the shipped general-purpose learned optimizer, ``optax_lopt.pretrained("general")``.
+
+It was meta-trained on a mix of families (``optax_lopt.tasks.GENERAL_MIX``) over horizons of
+at most 1,000 steps; these tests run it far longer, on problems it never saw.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import optax_lopt
+import optax_lopt.tasks
+from optax_lopt import evaluation
+
+
+def _minimize(loss, x0, num_steps):
+    """Runs the shipped optimizer for ``num_steps`` (one jitted scan); returns x and losses."""
+    tx = optax_lopt.pretrained("general")
+    value_and_grad = jax.value_and_grad(loss)
+
+    def step(carry, _):
+        x, state = carry
+        value, grads = value_and_grad(x)
+        updates, state = tx.update(grads, state, x, value=value)
+        return (optax.apply_updates(x, updates), state), (value, x)
+
+    @jax.jit
+    def run(x0):
+        (x, _), (values, xs) = jax.lax.scan(step, (x0, tx.init(x0)), None, length=num_steps)
+        return x, values, xs[-1000:]
+
+    return run(x0)
+
+
+_PARAMS = {"w": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3), "b": jnp.ones(3)}
+_GRADS = {"w": jnp.linspace(0.3, -2.0, 6).reshape(2, 3), "b": jnp.array([1.0, -2.0, 3.0])}
+
+
+def _negate(tree):
+    return jax.tree.map(lambda x: -x, tree)
+
+
+def test_antisymmetric_update_is_odd_in_the_gradient():
+    def up_and_down(lopt):
+        tx = lopt.transform(lopt.init(jax.random.key(0)))
+        # A second step, so the momenta and second moments are not those of one gradient.
+        _, state = tx.update(_GRADS, tx.init(_PARAMS), _PARAMS)
+        up, _ = tx.update(_GRADS, state, _PARAMS)
+        down, _ = tx.update(_negate(_GRADS), tx.init(_PARAMS), _PARAMS)
+        _, down_state = tx.update(_negate(_GRADS), tx.init(_PARAMS), _PARAMS)
+        down, _ = tx.update(_negate(_GRADS), down_state, _PARAMS)
+        return up, down
+
+    up, down = jax.jit(up_and_down, static_argnums=0)(
+        optax_lopt.MLPLOpt(hidden_sizes=(4,), antisymmetric=True, output_scale=1.0)
+    )
+    chex.assert_trees_all_close(up, _negate(down), atol=1e-9)
+    # The plain network is not odd: the antisymmetrisation is what makes it so.
+    up, down = jax.jit(up_and_down, static_argnums=0)(
+        optax_lopt.MLPLOpt(hidden_sizes=(4,), output_scale=1.0)
+    )
+    assert float(jnp.max(jnp.abs(up["w"] + down["w"]))) > 1e-5
+
+
+def test_antisymmetric_untrained_is_adam():
+    lopt = optax_lopt.MLPLOpt(
+        hidden_sizes=(4,), antisymmetric=True, output_scale=0.0, step_mult=3e-3
+    )
+    tx, adam = lopt.transform(lopt.init(jax.random.key(1))), optax.adam(3e-3)
+    state, adam_state = tx.init(_PARAMS), adam.init(_PARAMS)
+    for k in range(5):
+        grads = jax.tree.map(lambda g, k=k: g * (1.0 + 0.3 * k), _GRADS)
+        got, state = tx.update(grads, state, _PARAMS)
+        want, adam_state = adam.update(grads, adam_state, _PARAMS)
+        chex.assert_trees_all_close(got, want, rtol=1e-4)
+
+
+def test_step_embedding_saturates_past_the_largest_timescale():
+    lopt = optax_lopt.MLPLOpt(hidden_sizes=(4,), timescales=(1.0, 10.0), output_scale=1.0)
+    tx = lopt.transform(lopt.init(jax.random.key(2)))
+    _, state = tx.update(_GRADS, tx.init(_PARAMS), _PARAMS)
+    late, _ = tx.update(_GRADS, state._replace(count=jnp.asarray(10**5, jnp.int32)), _PARAMS)
+    later, _ = tx.update(_GRADS, state._replace(count=jnp.asarray(10**6, jnp.int32)), _PARAMS)
+    chex.assert_trees_all_close(late, later)
+    early, _ = tx.update(_GRADS, state._replace(count=jnp.asarray(2, jnp.int32)), _PARAMS)
+    assert float(jnp.max(jnp.abs(early["w"] - late["w"]))) > 1e-6
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"antisymmetric": "yes"}, "antisymmetric"), ({"timescales": ()}, "timescales")],
+)
+def test_bad_options_raise(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        optax_lopt.MLPLOpt(**kwargs)
+
+
+def test_loads_as_mlp_lopt_with_its_command_and_evaluation():
+    lopt, theta = optax_lopt.load_pretrained("general")
+    assert isinstance(lopt, optax_lopt.MLPLOpt)
+    tx = optax_lopt.pretrained("general")
+    assert isinstance(tx, optax.GradientTransformationExtraArgs)
+    params = {"w": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3), "b": jnp.zeros(3)}
+    grads = {"w": jnp.linspace(0.5, -2.0, 6).reshape(2, 3), "b": jnp.ones(3)}
+    updates, _ = tx.update(grads, tx.init(params), params)
+    chex.assert_trees_all_equal_shapes_and_dtypes(updates, params)
+    chex.assert_tree_all_finite(updates)
+    metadata = optax_lopt.pretrained_metadata("general")
+    argv = shlex.split(metadata["command"])
+    assert argv[:2] == ["python", "examples/meta_train.py"]
+    flags = dict(a[2:].split("=", 1) for a in argv[2:])
+    assert flags["task_mix"] == "general"
+    assert flags["architecture"] == "MLPLOpt"
+    first = metadata["evaluation"][0]
+    assert first["family"] == "digits_conv" and first["num_instances"] >= 128
+    assert {"adam", "learned"} <= set(first["objectives"])
+
+
+def test_rosenbrock_30000_steps_from_origin_reaches_the_minimum():
+    def rosenbrock(p):
+        return (1.0 - p[0]) ** 2 + 100.0 * (p[1] - p[0] ** 2) ** 2
+
+    x, values, late = _minimize(rosenbrock, jnp.zeros(2), 30_000)
+    assert np.all(np.isfinite(np.asarray(values)))
+    assert float(jnp.linalg.norm(x - 1.0)) < 3e-2, x
+    # It stays there: every one of the last 1,000 iterates is within the tolerance too.
+    assert float(jnp.max(jnp.linalg.norm(late - 1.0, axis=-1))) < 3e-2
+
+
+@pytest.mark.parametrize(
+    "center",
+    [
+        jnp.linspace(-2.0, 3.0, 10),  # a vector
+        jnp.arange(12.0).reshape(3, 4) / 4.0 - 1.0,  # a matrix
+    ],
+    ids=["vector", "matrix"],
+)
+def test_parabola_converges_over_30000_steps(center):
+    x, values, late = _minimize(lambda p: jnp.sum((p - center) ** 2), jnp.ones_like(center), 30_000)
+    assert np.all(np.isfinite(np.asarray(values)))
+    assert float(jnp.max(jnp.abs(x - center))) < 1e-2
+    assert float(jnp.max(jnp.abs(late - center))) < 1e-2
+    assert float(values[-1]) < 1e-3 * float(values[0])
+
+
+def test_lowers_the_loss_on_digits_conv_it_never_saw():
+    family = optax_lopt.tasks.family(
+        "digits_conv", channels=(4, 8), num_layers=1, batch_sizes=(32,)
+    )
+    keys = jax.random.split(jax.random.key(4321), 3)  # neither the train nor the test split
+    run = jax.jit(
+        lambda k: evaluation.run_on_instances(
+            optax_lopt.pretrained("general"), family, k, num_steps=40
+        )
+    )
+    losses = np.asarray(run(keys))
+    assert np.all(np.isfinite(losses))
+    assert np.all(losses[:, -1] < 0.6 * losses[:, 0]), losses[:, [0, -1]]
