@@ -22,9 +22,11 @@ ranked by an exponential moving average (decay ``ema_decay``) of their meta-loss
 the estimator state and the running meta-loss of the best ``num_exploit`` (the worst copies
 the best, the second worst the second best, ...) and then *explore*: each tensor of the
 copied ``theta`` gets Gaussian noise with standard deviation ``perturb_scale`` times the
-tensor's root-mean-square. Progress starts slowly (most random optimizers barely move, some
-ascend), selection keeps the members whose updates descend, and as the optimizers improve,
-the meta-updates they apply improve too: a positive feedback loop.
+tensor's root-mean-square. Random optimizers start poor (some ascend), selection keeps the
+members whose updates descend, and as the optimizers improve, the meta-updates they apply
+improve too: the positive feedback loop of the paper. The same coupling is the main risk: an
+optimizer that learns larger inner steps also takes larger steps on its own meta-parameters
+(see the README's self-training section for measured stability trade-offs).
 
 The whole population advances in one jitted call (``vmap`` over members). The random key of
 outer step ``t`` is ``fold_in(key(seed), t)``, so a run resumed from a checkpoint (the whole
