@@ -197,8 +197,8 @@ def command(config: Config, script: str = "examples/meta_train.py") -> str:
     parts = ["python", script]
     for name in _COMMAND_FIELDS:
         value = getattr(config, name)
-        if value is None:
-            continue
+        if value is None or (name == "task" and config.task_mix):
+            continue  # the default, or a task that --task_mix overrides
         parts.append(f"--{name}={shlex.quote(str(value))}")
     parts.append(f"--workdir={shlex.quote(config.workdir)}")
     return " ".join(parts)

@@ -90,6 +90,7 @@ def test_task_mix_flag_builds_a_weighted_mixture():
     assert est.estimators[1].family == optax_lopt.tasks.Rosenbrock(num_steps=10)
     flags = dict(a[2:].split("=", 1) for a in shlex.split(example.command(config))[2:])
     assert flags["task_mix"] == _MIX
+    assert "task" not in flags  # unused with --task_mix
     assert "task_mix" not in example.command(example.Config())
     with pytest.raises(ValueError, match="task_mix"):
         example.build_estimator(example.Config(task_mix="[{}]"), lopt)
