@@ -8,7 +8,7 @@ itself), and population-based training copies better members over worse ones eve
 ``--exploit_every`` outer steps. No hand-designed optimizer is used anywhere.
 
   python examples/self_train.py --workdir=/tmp/self_train
-  python examples/self_train.py --workdir=/tmp/self_train --population_size=8 --rule=best
+  python examples/self_train.py --workdir=/tmp/self_train --population_size=8 --rule=self
 
 Writes ``<workdir>/metrics.jsonl`` (one record per outer step, every member), orbax
 checkpoints (a rerun with the same flags resumes), the best member to ``<workdir>/final``
@@ -63,7 +63,7 @@ def run(
     workdir: str,
     population_size: int = 8,
     num_outer_steps: int = 150,
-    rule: str = "self",
+    rule: str = "best",
     exploit_every: int = 5,
     exploit_fraction: float = 0.25,
     perturb_scale: float = 0.05,
@@ -146,7 +146,7 @@ def define_flags() -> None:
     flags.DEFINE_string("workdir", "/tmp/self_train", "Metrics, checkpoints, final weights.")
     flags.DEFINE_integer("population_size", 8, "Members of the population.")
     flags.DEFINE_integer("num_outer_steps", 150, "Outer steps.")
-    flags.DEFINE_enum("rule", "self", ["best", "self"], "Which member optimizes whom.")
+    flags.DEFINE_enum("rule", "best", ["best", "self"], "Which member optimizes whom.")
     flags.DEFINE_integer("exploit_every", 5, "Outer steps between PBT events.")
     flags.DEFINE_float("exploit_fraction", 0.25, "Fraction replaced per PBT event.")
     flags.DEFINE_float("perturb_scale", 0.05, "Relative std of the explore noise.")

@@ -250,7 +250,7 @@ class SelfTrainer:
         lopt: LearnedOptimizer,
         *,
         population_size: int = 8,
-        rule: str = "self",
+        rule: str = "best",
         exploit_every: int = 5,
         exploit_fraction: float = 0.25,
         perturb_scale: float = 0.05,
