@@ -77,6 +77,7 @@ def run(
     num_eval_instances: int = 128,
     figure: str | None = None,
     seed: int = 0,
+    momentum_decays: tuple[float, ...] = (0.5, 0.9, 0.99, 0.999),
 ) -> dict[str, Any]:
     """Self-trains a population, evaluates its best member on held-out instances.
 
@@ -98,12 +99,18 @@ def run(
       num_eval_instances: held-out ("test") instances per family.
       figure: PNG path of the population's meta-loss over time (None: none drawn).
       seed: random seed.
+      momentum_decays: MLPLOpt momentum decays (fewer compile faster, e.g. in tests).
 
     Returns:
       A summary dict: the best member, held-out meta-objective per family and their mean,
       and the inner steps spent.
     """
-    lopt = optax_lopt.MLPLOpt(hidden_sizes=(hidden_size,), step_mult=step_mult, skip_init="random")
+    lopt = optax_lopt.MLPLOpt(
+        hidden_sizes=(hidden_size,),
+        momentum_decays=tuple(momentum_decays),
+        step_mult=step_mult,
+        skip_init="random",
+    )
     families = make_families(two_moons_points, horizon)
     est = make_estimator(lopt, families, num_tasks, truncation_length, sigma)
     trainer = SelfTrainer(

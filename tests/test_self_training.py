@@ -344,6 +344,7 @@ def test_example_self_train_runs_and_writes_metrics_figure_and_weights(tmp_path)
         two_moons_points=16,
         num_eval_instances=2,
         figure=str(tmp_path / "population.png"),
+        momentum_decays=(0.9,),
     )
     assert os.path.exists(tmp_path / "population.png")
     assert len(read_metrics(tmp_path)) == 2
