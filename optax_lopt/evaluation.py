@@ -155,12 +155,15 @@ def evaluate(
     return results
 
 
-def _draw_panel(ax: Any, results: Mapping[str, EvaluationResult], title: str) -> None:
+def _draw_panel(
+    ax: Any, results: Mapping[str, EvaluationResult], title: str, colors: Mapping[str, str]
+) -> None:
     for name, result in results.items():
         steps = np.arange(len(result.mean_curve))
         lower = np.maximum(result.mean_curve - result.sem_curve, 1e-12)
-        ax.plot(steps, result.mean_curve, label=f"{name} ({result.objective:.3g})")
-        ax.fill_between(steps, lower, result.mean_curve + result.sem_curve, alpha=0.25)
+        color = colors[name]
+        ax.plot(steps, result.mean_curve, color=color, label=f"{name} ({result.objective:.3g})")
+        ax.fill_between(steps, lower, result.mean_curve + result.sem_curve, color=color, alpha=0.25)
     ax.set_yscale("log")
     # A diverging baseline would stretch the axis over many decades: cap it above the start.
     starts = [float(r.mean_curve[0]) for r in results.values()]
@@ -209,8 +212,10 @@ def plot_panels(panels: Mapping[str, Mapping[str, EvaluationResult]], path: str)
 
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.5), dpi=100)
     axes = np.atleast_1d(axes)
+    labels = list(dict.fromkeys(name for results in panels.values() for name in results))
+    colors = {name: f"C{i % 10}" for i, name in enumerate(labels)}  # one colour per optimizer
     for ax, (title, results) in zip(axes, panels.items(), strict=True):
-        _draw_panel(ax, results, title)
+        _draw_panel(ax, results, title, colors)
     axes[0].set_ylabel("training loss (mean ± s.e.m.)")
     fig.tight_layout()
     fig.savefig(path)
