@@ -62,6 +62,7 @@ from optax_lopt import serialization
 from optax_lopt.base import LearnedOptimizer, MetaParams
 from optax_lopt.meta import _progress, checkpoint, metrics_log
 from optax_lopt.meta.base import EstimatorState
+from optax_lopt.meta.trainer import _all_finite, _to_python
 
 RULES = ("self", "best")
 """Which learned optimizer updates member ``i``: itself, or the member with the best EMA."""
@@ -98,15 +99,6 @@ class PopulationState(NamedTuple):
     num_skipped: jax.Array
     num_resets: jax.Array
     num_exploits: jax.Array
-
-
-def _all_finite(tree: Any) -> jax.Array:
-    leaves = [
-        jnp.all(jnp.isfinite(x))
-        for x in jax.tree.leaves(tree)
-        if jnp.issubdtype(jnp.result_type(x), jnp.inexact)
-    ]
-    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
@@ -149,11 +141,6 @@ def _where(mask: jax.Array, new: Any, old: Any) -> Any:
         return jnp.where(m, a, b)
 
     return jax.tree.map(pick, new, old)
-
-
-def _to_python(value: Any) -> Any:
-    value = np.asarray(value)
-    return value.item() if value.shape == () else value.tolist()
 
 
 def pbt_parents(ema_loss: jax.Array, num_exploit: int) -> jax.Array:
