@@ -53,7 +53,7 @@ def test_learned_initial_state_is_broadcast_per_coordinate():
     [
         ("raw", [[-2.0], [0.0], [1e6]]),
         ("scaled", [[-6.0], [0.0], [3e6]]),
-        ("log1p-sign", [[jnp.log(3.0), -1.0], [0.0, 0.0], [jnp.log1p(1e6), 1.0]]),
+        ("log1p-sign", [[jnp.log(7.0), -1.0], [0.0, 0.0], [jnp.log1p(3e6), 1.0]]),
     ],
 )
 def test_preprocessing_features(kind, expected):
@@ -69,6 +69,8 @@ def test_preprocessing_features(kind, expected):
         ({"cell": "transformer"}, "cell"),
         ({"preprocessing": "log"}, "preprocessing"),
         ({"output_scale": -1.0}, "output_scale"),
+        ({"input_scale": 0.0}, "input_scale"),
+        ({"input_scale": float("inf")}, "input_scale"),
     ],
 )
 def test_bad_arguments_are_named(kwargs, argument):

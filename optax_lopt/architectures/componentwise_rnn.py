@@ -17,6 +17,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, NamedTuple
 
 import chex
@@ -49,7 +50,7 @@ def _preprocess(g: jax.Array, kind: str, input_scale: float) -> jax.Array:
         return g[..., None]
     if kind == "scaled":
         return (input_scale * g)[..., None]
-    return jnp.stack([jnp.log1p(jnp.abs(g)), jnp.sign(g)], axis=-1)
+    return jnp.stack([jnp.log1p(input_scale * jnp.abs(g)), jnp.sign(g)], axis=-1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,8 +68,12 @@ class ComponentwiseRNN(LearnedOptimizer):
       cell: ``"gru"`` (default, as in the paper), ``"lstm"`` or ``"rnn"`` (vanilla tanh).
       preprocessing: how a gradient becomes the cell's input. ``"raw"``: ``g`` itself;
         ``"scaled"``: ``input_scale * g``; ``"log1p-sign"``: the pair
-        ``(log(1 + |g|), sign(g))``, which compresses gradients spanning many decades.
-      input_scale: the factor of ``"scaled"`` preprocessing (unused otherwise).
+        ``(log(1 + input_scale * |g|), sign(g))``, which compresses gradients spanning many
+        decades.
+      input_scale: the factor on the gradient in ``"scaled"`` and ``"log1p-sign"``
+        preprocessing (unused by ``"raw"``). With ``"log1p-sign"``, pick it so typical
+        gradients times ``input_scale`` are of order one or more: ``log1p`` of a much smaller
+        number is nearly zero, which leaves the cell only the sign.
       output_scale: fixed factor on the readout, so readout weights of order one give
         updates of order ``output_scale``.
 
@@ -91,6 +96,10 @@ class ComponentwiseRNN(LearnedOptimizer):
         if self.preprocessing not in PREPROCESSING:
             raise ValueError(
                 f"preprocessing: expected one of {PREPROCESSING}, got {self.preprocessing!r}."
+            )
+        if not (self.input_scale > 0 and math.isfinite(self.input_scale)):
+            raise ValueError(
+                f"input_scale: expected a finite number > 0, got {self.input_scale!r}."
             )
         if not self.output_scale > 0:
             raise ValueError(
