@@ -30,6 +30,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
+import tempfile
 import time
 from typing import Any
 
@@ -42,7 +44,14 @@ from absl import app, flags
 import optax_lopt
 import optax_lopt.tasks
 from optax_lopt import evaluation
-from optax_lopt.meta import PES, MetaTrainer, Mixture, SelfTrainer, plot_population
+from optax_lopt.meta import (
+    PES,
+    MetaTrainer,
+    Mixture,
+    SelfTrainer,
+    plot_population,
+    probe_meta_optimizers,
+)
 
 _POPULATION_SIZE = flags.DEFINE_integer("population_size", 8, "Self-training members.")
 _NUM_OUTER_STEPS = flags.DEFINE_integer("num_outer_steps", 150, "Outer steps of every run.")
@@ -56,6 +65,8 @@ _RULE = flags.DEFINE_enum("rule", "best", ["best", "self"], "Which member optimi
 _EXPLOIT_EVERY = flags.DEFINE_integer("exploit_every", 5, "Outer steps between PBT events.")
 _EXPLOIT_FRACTION = flags.DEFINE_float("exploit_fraction", 0.25, "Replaced per PBT event.")
 _PERTURB_SCALE = flags.DEFINE_float("perturb_scale", 0.05, "Relative explore noise.")
+_INITIAL_STEP_GAIN = flags.DEFINE_float("initial_step_gain", 1.0, "Initial meta-update gain.")
+_STEP_GAIN_FACTOR = flags.DEFINE_float("step_gain_factor", 1.0, "Explore factor on the gain.")
 _META_LEARNING_RATES = flags.DEFINE_list(
     "meta_learning_rates", ["1e-2", "3e-2", "1e-1"], "Adam meta learning rates tried."
 )
@@ -64,6 +75,9 @@ _NUM_TUNE_INSTANCES = flags.DEFINE_integer("num_tune_instances", 32, "'tune' ins
 _NUM_EVAL_INSTANCES = flags.DEFINE_integer("num_eval_instances", 128, "'test' instances.")
 _FIGURE = flags.DEFINE_string("figure", "docs/figures/self_training.png", "Figure path.")
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
+_PROBE_EVERY = flags.DEFINE_integer("probe_every", 25, "Outer steps between probed snapshots.")
+_PROBE_STEPS = flags.DEFINE_integer("probe_steps", 40, "Outer steps of each probe trainee.")
+_PROBE_TRAINEES = flags.DEFINE_integer("probe_trainees", 4, "Fresh trainees per snapshot.")
 
 _NAMES = ("linear_regression", "two_moons")
 
@@ -115,6 +129,21 @@ def _tune_scores(lopt, thetas: list[Any], families, num: int) -> list[float]:
     return [float(v) for v in scores.mean(axis=1)]
 
 
+def _running_mean(values: list[float], decay: float) -> list[float]:
+    """The EMA the population is ranked by (first value as is), for the Adam reference."""
+    out: list[float] = []
+    for v in values:
+        v = min(v, 1e3) if np.isfinite(v) else 1e3
+        out.append(v if not out else decay * out[-1] + (1 - decay) * v)
+    return out
+
+
+def _probe_score(losses: np.ndarray) -> list[float]:
+    """Per snapshot: median over trainees of the mean meta-loss of the last 10 probe steps."""
+    tail = np.where(np.isfinite(losses), np.minimum(losses, 1e3), 1e3)[:, :, -10:]
+    return [float(v) for v in np.median(tail.mean(axis=2), axis=1)]
+
+
 def _held_out(lopt, theta, families) -> dict[str, float]:
     tx = lopt.transform(theta)
     return {
@@ -133,8 +162,10 @@ def main(argv: list[str]) -> None:
     per_member = len(families) * _NUM_TASKS.value * 2 * _TRUNCATION_LENGTH.value
     inner_steps = size * per_member * steps
 
-    # Self-training.
+    # Self-training, paused every --probe_every steps to keep the best member (the pause
+    # resumes from the checkpoint just written, bit-identical to an uninterrupted run).
     records: list[dict[str, Any]] = []
+    workdir = tempfile.mkdtemp(prefix="self_training_")
     start = time.perf_counter()
     trainer = SelfTrainer(
         _estimator(lopt, families, _NUM_TASKS.value),
@@ -144,12 +175,20 @@ def main(argv: list[str]) -> None:
         exploit_every=_EXPLOIT_EVERY.value,
         exploit_fraction=_EXPLOIT_FRACTION.value,
         perturb_scale=_PERTURB_SCALE.value,
+        initial_step_gain=_INITIAL_STEP_GAIN.value,
+        step_gain_factor=_STEP_GAIN_FACTOR.value,
         seed=_SEED.value,
+        workdir=workdir,
+        checkpoint_every=_PROBE_EVERY.value,
+        async_checkpointing=False,
         progress=False,
         on_step=lambda step, record: records.append(record),
     )
-    trainer.train(steps)
+    snapshots = {0: trainer.best_theta(trainer.init_state())}
+    for at in range(_PROBE_EVERY.value, steps + _PROBE_EVERY.value, _PROBE_EVERY.value):
+        snapshots[min(at, steps)] = trainer.train(min(at, steps))
     self_s = time.perf_counter() - start
+    shutil.rmtree(workdir, ignore_errors=True)
     members = [jax.tree.map(lambda x, i=i: x[i], trainer.state.theta) for i in range(size)]
     tune = _tune_scores(lopt, members, families, _NUM_TUNE_INSTANCES.value)
     member = int(np.argmin(tune))
@@ -160,6 +199,7 @@ def main(argv: list[str]) -> None:
     adam_rows = []
     for lr in (float(v) for v in _META_LEARNING_RATES.value):
         start = time.perf_counter()
+        adam_losses: list[float] = []
         adam = MetaTrainer(
             _estimator(lopt, families, size * _NUM_TASKS.value),
             optax.adam(lr),
@@ -167,10 +207,16 @@ def main(argv: list[str]) -> None:
             seed=_SEED.value,
             clip_norm=1.0,
             progress=False,
+            on_step=lambda step, record, out=adam_losses: out.append(record["meta_loss"]),
         )
         theta = adam.train(steps)
         adam_rows.append(
-            {"meta_learning_rate": lr, "theta": theta, "seconds": time.perf_counter() - start}
+            {
+                "meta_learning_rate": lr,
+                "theta": theta,
+                "seconds": time.perf_counter() - start,
+                "running": _running_mean(adam_losses, trainer.ema_decay),
+            }
         )
     thetas = [r["theta"] for r in adam_rows]
     for r, score in zip(
@@ -180,6 +226,21 @@ def main(argv: list[str]) -> None:
     best_adam = min(adam_rows, key=lambda r: r["tune"] if np.isfinite(r["tune"]) else np.inf)
     adam_test = _held_out(lopt, best_adam["theta"], families)
 
+    # The feedback loop: each snapshot meta-trains the same fresh random trainees.
+    probe_est = _estimator(lopt, families, _NUM_TASKS.value)
+    probe_kwargs = dict(
+        num_steps=_PROBE_STEPS.value, num_trainees=_PROBE_TRAINEES.value, seed=_SEED.value + 7
+    )
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *snapshots.values())
+    probe = _probe_score(probe_meta_optimizers(probe_est, lopt, stacked, **probe_kwargs))
+    feedback = dict(zip(snapshots, probe, strict=True))
+    adam_meta = optax.chain(
+        optax.clip_by_global_norm(1.0), optax.adam(best_adam["meta_learning_rate"])
+    )
+    adam_probe = _probe_score(
+        probe_meta_optimizers(probe_est, lopt, meta_optimizer=adam_meta, **probe_kwargs)
+    )[0]
+
     self_value = float(np.mean(list(self_test.values())))
     adam_value = float(np.mean(list(adam_test.values())))
     if _FIGURE.value:
@@ -188,6 +249,13 @@ def main(argv: list[str]) -> None:
             records,
             _FIGURE.value,
             title=f"Self-training MLPLOpt from random init ({size} members, rule={_RULE.value})",
+            references={
+                f"Adam-trained (meta-lr {best_adam['meta_learning_rate']:g}), same inner steps": (
+                    best_adam["running"]
+                )
+            },
+            feedback=feedback,
+            feedback_references={"Adam as the meta-optimizer": adam_probe},
         )
 
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, " + (
@@ -212,11 +280,21 @@ def main(argv: list[str]) -> None:
     print("Adam meta learning rates ('tune' split meta-objective):")
     for r in adam_rows:
         print(f"  {r['meta_learning_rate']:<8g}{r['tune']:>9.4f}")
-    first = records[min(9, len(records) - 1)]["best_ema_meta_loss"]
+    print("Running meta-loss (EMA) by outer step: best member / Adam-trained / best's gain")
+    for at in sorted({10, 25, 50, 75, 100, 125, steps} & set(range(1, steps + 1))):
+        r = records[at - 1]
+        gain = r["step_gain"][r["best"]]
+        adam_at = best_adam["running"][at - 1]
+        print(f"  {at:>5}  {r['best_ema_meta_loss']:.4f}  {adam_at:.4f}  {gain:.3g}")
     print(
-        f"Population best running meta-loss: step 10 {first:.4f}, final "
-        f"{records[-1]['best_ema_meta_loss']:.4f}; figure {_FIGURE.value}"
+        f"Feedback probe: {_PROBE_TRAINEES.value} fresh random trainees meta-trained for "
+        f"{_PROBE_STEPS.value} outer steps by the best member saved at each step (median over "
+        "trainees of the mean meta-loss of the last 10 steps; lower is better)"
     )
+    for at, value in feedback.items():
+        print(f"  snapshot {at:>5}  {value:.4f}")
+    print(f"  Adam (meta-lr {best_adam['meta_learning_rate']:g}, clip 1)  {adam_probe:.4f}")
+    print(f"Figure: {_FIGURE.value}")
     print(
         json.dumps(
             {
@@ -232,6 +310,8 @@ def main(argv: list[str]) -> None:
                 "num_outer_steps": steps,
                 "inner_steps": inner_steps,
                 "self_training_seconds": self_s,
+                "feedback_probe": {str(k): v for k, v in feedback.items()},
+                "feedback_probe_adam": adam_probe,
                 "machine": machine,
             }
         )

@@ -67,6 +67,8 @@ def run(
     exploit_every: int = 5,
     exploit_fraction: float = 0.25,
     perturb_scale: float = 0.05,
+    initial_step_gain: float = 1.0,
+    step_gain_factor: float = 1.25,
     num_tasks: int = 2,
     truncation_length: int = 20,
     horizon: int = 200,
@@ -89,6 +91,9 @@ def run(
       exploit_every: outer steps between PBT exploit/explore events.
       exploit_fraction: fraction of members replaced per event.
       perturb_scale: relative std of the explore noise.
+      initial_step_gain: every member's initial gain on its own learned meta-update.
+      step_gain_factor: PBT's explore multiplies a copied member's gain by this or its
+        inverse (1 keeps the gains fixed).
       num_tasks: PES tasks per family per member.
       truncation_length: inner steps per outer step.
       horizon: inner trajectory length.
@@ -121,6 +126,8 @@ def run(
         exploit_every=exploit_every,
         exploit_fraction=exploit_fraction,
         perturb_scale=perturb_scale,
+        initial_step_gain=initial_step_gain,
+        step_gain_factor=step_gain_factor,
         workdir=workdir,
         seed=seed,
     )
@@ -157,6 +164,8 @@ def define_flags() -> None:
     flags.DEFINE_integer("exploit_every", 5, "Outer steps between PBT events.")
     flags.DEFINE_float("exploit_fraction", 0.25, "Fraction replaced per PBT event.")
     flags.DEFINE_float("perturb_scale", 0.05, "Relative std of the explore noise.")
+    flags.DEFINE_float("initial_step_gain", 1.0, "Initial gain on each member's meta-update.")
+    flags.DEFINE_float("step_gain_factor", 1.25, "PBT explore factor on a copy's step gain.")
     flags.DEFINE_integer("num_tasks", 2, "PES tasks per family per member.")
     flags.DEFINE_integer("truncation_length", 20, "Inner steps per outer step.")
     flags.DEFINE_integer("horizon", 200, "Inner trajectory length.")
@@ -181,6 +190,8 @@ def main(argv: list[str]) -> None:
         exploit_every=FLAGS.exploit_every,
         exploit_fraction=FLAGS.exploit_fraction,
         perturb_scale=FLAGS.perturb_scale,
+        initial_step_gain=FLAGS.initial_step_gain,
+        step_gain_factor=FLAGS.step_gain_factor,
         num_tasks=FLAGS.num_tasks,
         truncation_length=FLAGS.truncation_length,
         horizon=FLAGS.horizon,

@@ -17,6 +17,7 @@ import pytest
 
 import optax_lopt
 from optax_lopt.meta import PES, SelfTrainer, read_metrics
+from optax_lopt.meta import feedback as st_feedback
 from optax_lopt.meta import self_training as st
 from optax_lopt.meta.base import GradientEstimator
 from optax_lopt.tasks.quadratic import Quadratic
@@ -185,6 +186,54 @@ def test_pbt_copies_the_best_over_the_worst_and_perturbs(scale):
     np.testing.assert_array_equal(metrics3["parent"], [0, 1, 2])
 
 
+def test_step_gain_scales_the_learned_update_and_is_explored_at_copies():
+    lopt = optax_lopt.LearnableSGDM()
+    learning_rates = [0.1, 0.5, 0.01]
+    theta = _sgdm_population(learning_rates)
+    trainer = SelfTrainer(
+        _Bowl(),
+        lopt,
+        population_size=3,
+        rule="self",
+        theta=theta,
+        exploit_every=1,
+        exploit_fraction=1 / 3,
+        perturb_scale=0.0,
+        initial_step_gain=2.0,
+        step_gain_factor=1.5,
+        seed=3,
+    )
+    state0 = trainer.init_state()
+    chex.assert_trees_all_close(state0.step_gain, jnp.full(3, 2.0))
+    state1, metrics = trainer.step(state0)
+    chex.assert_trees_all_close(metrics["step_gain"], jnp.full(3, 2.0))
+    # Known answer for the members that stay: SGD's first step times the gain, -2 lr g.
+    for i in (0, 1):
+        lr = learning_rates[i]
+        member = jax.tree.map(lambda x, i=i: x[i], state0.theta)
+        got = jax.tree.map(lambda x, i=i: x[i], state1.theta)
+        chex.assert_trees_all_close(got, jax.tree.map(lambda t, lr=lr: (1 - 2 * lr) * t, member))
+    # The worst (2) copied the best (1) and its gain, times 1.5 or 1 / 1.5; the others kept 2.
+    np.testing.assert_array_equal(metrics["parent"], [0, 1, 1])
+    gains = np.asarray(state1.step_gain)
+    np.testing.assert_allclose(gains[:2], [2.0, 2.0])
+    assert np.isclose(gains[2], 3.0) or np.isclose(gains[2], 2.0 / 1.5), gains
+    # Over many copies both directions occur.
+    state = state1
+    seen = set()
+    for _ in range(12):
+        state, _ = trainer.step(state)
+        seen.update(np.round(np.log(np.asarray(state.step_gain)) / np.log(1.5), 6).tolist())
+    assert any(v > np.log(2.0) / np.log(1.5) + 0.5 for v in seen)
+    assert any(v < np.log(2.0) / np.log(1.5) - 0.5 for v in seen)
+    # The default factor 1 never changes the gain.
+    plain = SelfTrainer(_Bowl(), lopt, population_size=3, theta=theta, exploit_every=1)
+    state = plain.init_state()
+    for _ in range(3):
+        state, _ = plain.step(state)
+    chex.assert_trees_all_close(state.step_gain, jnp.ones(3))
+
+
 _ALLOWED_OPTAX = {
     # Plumbing, not optimizers: the learned optimizers and the trainer use these.
     "apply_updates",
@@ -318,6 +367,9 @@ def test_bad_arguments_are_named():
         ({"exploit_every": 0}, "exploit_every"),
         ({"exploit_fraction": 0.75}, "exploit_fraction"),
         ({"perturb_scale": -0.1}, "perturb_scale"),
+        ({"initial_step_gain": 0.0}, "initial_step_gain"),
+        ({"step_gain_factor": 0.5}, "step_gain_factor"),
+        ({"step_gain_factor": float("nan")}, "step_gain_factor"),
         ({"ema_decay": 1.0}, "ema_decay"),
         ({"seed": 1.5}, "seed"),
         ({"theta": {"w": jnp.zeros((3, 2))}, "population_size": 2}, "theta"),
@@ -352,3 +404,32 @@ def test_example_self_train_runs_and_writes_metrics_figure_and_weights(tmp_path)
     assert math.isfinite(summary["meta_objective"])
     lopt, _ = optax_lopt.load(os.path.join(tmp_path, st.FINAL_DIRNAME))
     assert lopt.skip_init == "random"
+
+
+def test_probe_meta_optimizers_known_first_steps_and_ordering():
+    lopt = optax_lopt.LearnableSGDM()
+    learning_rates = [0.01, 0.1, 0.5]
+    snapshots = _sgdm_population(learning_rates)
+    losses = st_feedback.probe_meta_optimizers(
+        _Bowl(), lopt, snapshots, num_steps=6, num_trainees=2, seed=1
+    )
+    chex.assert_shape(losses, (3, 2, 6))
+    theta0 = lopt.init(jax.random.fold_in(jax.random.fold_in(jax.random.key(1), 0), 0))
+    loss0 = 0.5 * sum(float(jnp.sum(jnp.square(x))) for x in jax.tree.leaves(theta0))
+    # Same trainees for every snapshot; SGD-momentum's first step is -lr * theta on the bowl.
+    np.testing.assert_allclose(losses[:, 0, 0], loss0, rtol=1e-6)
+    np.testing.assert_allclose(
+        losses[:, 0, 1], [loss0 * (1 - lr) ** 2 for lr in learning_rates], rtol=1e-5
+    )
+    final = losses[:, :, -1].mean(axis=1)
+    assert final[0] > final[1] > final[2], final
+    # A plain optax transformation as the reference: SGD 0.1, the same first step.
+    ref = st_feedback.probe_meta_optimizers(
+        _Bowl(), lopt, meta_optimizer=optax.sgd(0.1), num_steps=2, num_trainees=2, seed=1
+    )
+    chex.assert_shape(ref, (1, 2, 2))
+    np.testing.assert_allclose(ref[0, 0, 1], loss0 * 0.81, rtol=1e-5)
+    with pytest.raises(ValueError, match="optimizer_thetas"):
+        st_feedback.probe_meta_optimizers(_Bowl(), lopt)
+    with pytest.raises(ValueError, match="num_steps"):
+        st_feedback.probe_meta_optimizers(_Bowl(), lopt, snapshots, num_steps=0)

@@ -4,6 +4,7 @@ from optax_lopt.meta.base import EstimatorState, GradientEstimator
 from optax_lopt.meta.checkpoint import Checkpointer
 from optax_lopt.meta.es import ES
 from optax_lopt.meta.estimators import estimator, estimator_names
+from optax_lopt.meta.feedback import probe_meta_optimizers
 from optax_lopt.meta.full_bptt import FullBPTT, WholeUnrollState
 from optax_lopt.meta.hybrid import Hybrid
 from optax_lopt.meta.meta_losses import META_LOSS_NAMES, MetaLoss, meta_loss
@@ -45,6 +46,7 @@ __all__: list[str] = [
     "TASK_AXIS",
     "TrainState",
     "plot_population",
+    "probe_meta_optimizers",
     "read_metrics",
     "task_mesh",
     "task_shardings",

@@ -22,7 +22,14 @@ ranked by an exponential moving average (decay ``ema_decay``) of their meta-loss
 the estimator state and the running meta-loss of the best ``num_exploit`` (the worst copies
 the best, the second worst the second best, ...) and then *explore*: each tensor of the
 copied ``theta`` gets Gaussian noise with standard deviation ``perturb_scale`` times the
-tensor's root-mean-square. Random optimizers start poor (some ascend), selection keeps the
+tensor's root-mean-square. As in PBT's hyperparameter search, each member also carries a
+*step gain* ``c_i`` that multiplies the learned update on its own ``theta`` (``theta_i <- theta_i
++ c_i * updates_i``); it starts at ``initial_step_gain`` and is copied with ``theta`` at an
+exploit, then multiplied by ``step_gain_factor`` or its inverse (a fair coin) at the explore.
+It is not an optimizer: the update's direction and per-coordinate size still come from the
+learned optimizer alone; the gain lets selection find how far the population can move its
+own meta-parameters per step (with the default ``step_gain_factor=1`` it stays at its
+initial value). Random optimizers start poor (some ascend), selection keeps the
 members whose updates descend, and as the optimizers improve, the meta-updates they apply
 improve too: the positive feedback loop of the paper. The same coupling is the main risk: an
 optimizer that learns larger inner steps also takes larger steps on its own meta-parameters
@@ -50,7 +57,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, TextIO
 
 import jax
@@ -70,7 +77,7 @@ RULES = ("self", "best")
 FINAL_DIRNAME = "final"
 """The best member's meta-parameters are written with ``optax_lopt.save`` here."""
 
-_CHECKPOINT_FORMAT = 1
+_CHECKPOINT_FORMAT = 2
 _LOSS_CAP = 1e3  # a non-finite meta-loss counts as this in the running average
 
 
@@ -89,6 +96,7 @@ class PopulationState(NamedTuple):
       num_skipped: ``[P]`` outer steps whose update was not applied (non-finite).
       num_resets: ``[P]`` restarts of a member's inner runs after they went non-finite.
       num_exploits: number of PBT exploit/explore events so far (int32 scalar).
+      step_gain: ``[P]`` each member's gain on the learned update of its own ``theta``.
     """
 
     step: jax.Array
@@ -99,6 +107,7 @@ class PopulationState(NamedTuple):
     num_skipped: jax.Array
     num_resets: jax.Array
     num_exploits: jax.Array
+    step_gain: jax.Array
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
@@ -208,6 +217,9 @@ class SelfTrainer:
       exploit_fraction: fraction of the population replaced at each PBT event, in
         ``[0, 0.5]``; ``round(exploit_fraction * P)`` members.
       perturb_scale: relative std of the explore noise (>= 0).
+      initial_step_gain: every member's initial gain on its learned meta-update (> 0).
+      step_gain_factor: at each explore, a copied member's gain is multiplied by this or its
+        inverse (>= 1; 1 keeps every gain at ``initial_step_gain``).
       ema_decay: decay of the running meta-loss, in ``[0, 1)``.
       theta: optional initial meta-parameters with a leading ``[P]`` axis (a stacked
         population); by default ``lopt.init`` on ``P`` independent keys from ``seed``.
@@ -241,6 +253,8 @@ class SelfTrainer:
         exploit_every: int = 5,
         exploit_fraction: float = 0.25,
         perturb_scale: float = 0.05,
+        initial_step_gain: float = 1.0,
+        step_gain_factor: float = 1.0,
         ema_decay: float = 0.9,
         theta: MetaParams | None = None,
         workdir: str | os.PathLike | None = None,
@@ -276,6 +290,16 @@ class SelfTrainer:
             raise ValueError(
                 f"perturb_scale: expected a finite number >= 0, got {perturb_scale!r}."
             )
+        ok = isinstance(initial_step_gain, (int, float)) and not isinstance(initial_step_gain, bool)
+        if not (ok and math.isfinite(initial_step_gain) and initial_step_gain > 0):
+            raise ValueError(
+                f"initial_step_gain: expected a finite number > 0, got {initial_step_gain!r}."
+            )
+        ok = isinstance(step_gain_factor, (int, float)) and not isinstance(step_gain_factor, bool)
+        if not (ok and math.isfinite(step_gain_factor) and step_gain_factor >= 1):
+            raise ValueError(
+                f"step_gain_factor: expected a finite number >= 1, got {step_gain_factor!r}."
+            )
         _check_unit("ema_decay", ema_decay, closed_low=True, closed_high=False)
         if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
             raise ValueError(f"seed: expected an integer, got {seed!r}.")
@@ -299,6 +323,8 @@ class SelfTrainer:
         self.exploit_fraction = float(exploit_fraction)
         self.num_exploit = int(round(self.exploit_fraction * self.population_size))
         self.perturb_scale = float(perturb_scale)
+        self.initial_step_gain = float(initial_step_gain)
+        self.step_gain_factor = float(step_gain_factor)
         self.ema_decay = float(ema_decay)
         self.workdir = None if workdir is None else os.fspath(workdir)
         self.seed = int(seed)
@@ -350,6 +376,7 @@ class SelfTrainer:
             num_skipped=jnp.zeros((size,), jnp.int32),
             num_resets=jnp.zeros((size,), jnp.int32),
             num_exploits=jnp.zeros((), jnp.int32),
+            step_gain=jnp.full((size,), self.initial_step_gain, jnp.float32),
         )
 
     def optimizer_indices(self, ema_loss: jax.Array) -> jax.Array:
@@ -368,20 +395,23 @@ class SelfTrainer:
         return jnp.full((size,), jnp.argmin(ranked), jnp.int32)
 
     def _apply_learned(self, state: PopulationState, grads: MetaParams, loss: jax.Array, who):
-        """Member i's update by ``lopt.transform(theta[who[i]])``: the only meta-optimizer."""
+        """Member i's update: ``step_gain[i]`` times ``lopt.transform(theta[who[i]])``'s."""
         optimizer_theta = _take(state.theta, who)
 
-        def one(opt_theta, grad, opt_state, theta, value):
+        def one(opt_theta, grad, opt_state, theta, value, gain):
             updates, new_opt_state = self.lopt.transform(opt_theta).update(
                 grad, opt_state, theta, value=value
             )
+            updates = jax.tree.map(lambda u: (gain * u).astype(u.dtype), updates)
             return optax.apply_updates(theta, updates), new_opt_state
 
-        return jax.vmap(one)(optimizer_theta, grads, state.opt_state, state.theta, loss)
+        return jax.vmap(one)(
+            optimizer_theta, grads, state.opt_state, state.theta, loss, state.step_gain
+        )
 
     def _step_fn(self, state: PopulationState):
         key = jax.random.fold_in(self._step_root, state.step)
-        k_grad, k_explore = jax.random.split(key)
+        k_grad, k_explore, k_gain = jax.random.split(key, 3)
         grads, estimator_state, metrics = jax.vmap(self.estimator.meta_gradient)(
             state.theta, state.estimator_state, self._member_keys(k_grad)
         )
@@ -419,6 +449,9 @@ class SelfTrainer:
         theta = _where(copied, perturbed, theta)
         opt_state = _take(opt_state, parent)
         estimator_state = _take(estimator_state, parent)
+        coin = jax.random.bernoulli(k_gain, 0.5, (self.population_size,))
+        factor = jnp.where(coin, self.step_gain_factor, 1.0 / self.step_gain_factor)
+        step_gain = jnp.take(state.step_gain, parent) * jnp.where(copied, factor, 1.0)
         ranking = ema
         ema = jnp.take(ema, parent)
         needs_reset = jnp.take(needs_reset, parent)
@@ -432,6 +465,7 @@ class SelfTrainer:
             num_skipped=num_skipped,
             num_resets=state.num_resets,
             num_exploits=state.num_exploits + exploit.astype(jnp.int32),
+            step_gain=step_gain.astype(jnp.float32),
         )
         out = {
             "meta_loss": loss,
@@ -441,6 +475,7 @@ class SelfTrainer:
             "optimizer_of": who,
             "parent": parent,
             "exploit": exploit,
+            "step_gain": state.step_gain,
             "best": jnp.argmin(jnp.where(jnp.isfinite(ranking), ranking, jnp.inf)).astype(
                 jnp.int32
             ),
@@ -615,18 +650,31 @@ def plot_population(
     path: str,
     title: str = "",
     key: str = "ema_meta_loss",
-    reference: float | None = None,
-    reference_label: str = "",
+    references: Mapping[str, Sequence[float]] | None = None,
+    feedback: Mapping[int, float] | None = None,
+    feedback_references: Mapping[str, float] | None = None,
 ) -> None:
-    """Writes a PNG of every member's meta-loss over outer steps (thin) and the best (bold).
+    """Writes a PNG of the population's meta-loss, its step gains and the feedback probe.
+
+    Left: every member's meta-loss over outer steps (thin), the best (bold), PBT events (grey
+    lines) and optional reference curves (dashed, e.g. the same architecture meta-trained by
+    Adam on the same budget). Right, if the records hold ``"step_gain"``: the best member's
+    gain on its own meta-update and the population's range; a gain that rises as the
+    meta-loss falls is the feedback loop of arXiv 2101.07367 made visible: the better the
+    optimizers get, the larger the steps they can take on themselves. Last, if ``feedback``
+    is given: how well the best member saved at each outer step meta-trains fresh random
+    learned optimizers (`optax_lopt.meta.probe_meta_optimizers`; lower is better), the loop's
+    other half: the population becomes a better meta-optimizer as it trains itself.
 
     Args:
       records: the metrics records (``read_metrics(workdir)`` or ``on_step`` records).
       path: output PNG path.
       title: figure title.
       key: which per-member series to draw (``"ema_meta_loss"`` or ``"meta_loss"``).
-      reference: optional horizontal line (e.g. a baseline's meta-loss).
-      reference_label: legend label of the reference line.
+      references: optional ``{label: values}``, one value per outer step (step ``1..n``).
+      feedback: optional ``{outer step: probe meta-loss}`` of the snapshots.
+      feedback_references: optional ``{label: probe meta-loss}`` drawn as horizontal lines
+        in the feedback panel (e.g. Adam as the meta-optimizer).
     """
     import matplotlib
 
@@ -638,20 +686,64 @@ def plot_population(
     steps = np.asarray([r["step"] for r in records])
     values = np.asarray([[np.nan if v is None else v for v in r[key]] for r in records], np.float64)
     best = np.nanmin(values, axis=1)
-    fig, ax = plt.subplots(figsize=(6, 3.8), dpi=100)
+    has_gain = all("step_gain" in r for r in records)
+    num_panels = 1 + int(has_gain) + int(bool(feedback))
+    fig, axes = plt.subplots(1, num_panels, figsize=(5 * num_panels, 3.8), dpi=100, squeeze=False)
+    axes = list(axes[0])
+    ax = axes[0]
     for i in range(values.shape[1]):
         ax.plot(steps, values[:, i], lw=0.6, alpha=0.5, color="tab:blue")
     ax.plot(steps, best, lw=2.0, color="black", label="best member")
     exploits = [r["step"] for r in records if r.get("exploit")]
     for s in exploits:
         ax.axvline(s, color="0.85", lw=0.5, zorder=0)
-    if reference is not None:
-        ax.axhline(reference, color="tab:red", ls="--", lw=1.2, label=reference_label or None)
+    for (label, curve), color in zip(
+        (references or {}).items(), ("tab:red", "tab:orange", "tab:green"), strict=False
+    ):
+        curve = np.asarray(curve, np.float64)
+        ax.plot(np.arange(1, len(curve) + 1), curve, ls="--", lw=1.5, color=color, label=label)
     ax.set_yscale("log")
     ax.set_xlabel("outer step")
     ax.set_ylabel(f"meta-loss ({key.replace('_', ' ')})")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
+    if has_gain:
+        gains = np.asarray([r["step_gain"] for r in records], np.float64)
+        best_index = np.asarray([r["best"] for r in records])
+        gx = axes[1]
+        gx.fill_between(
+            steps,
+            gains.min(axis=1),
+            gains.max(axis=1),
+            color="tab:blue",
+            alpha=0.2,
+            label="population range",
+        )
+        gx.plot(
+            steps,
+            gains[np.arange(len(steps)), best_index],
+            color="black",
+            lw=2.0,
+            label="best member",
+        )
+        gx.set_yscale("log")
+        gx.set_xlabel("outer step")
+        gx.set_ylabel("step gain on own meta-update")
+        gx.set_title("Gain selected by PBT", fontsize=10)
+        gx.legend(fontsize=8)
+    if feedback:
+        fx = axes[-1]
+        at = sorted(feedback)
+        fx.plot(at, [feedback[t] for t in at], "o-", color="black", label="best member at step")
+        for (label, value), color in zip(
+            (feedback_references or {}).items(), ("tab:red", "tab:orange"), strict=False
+        ):
+            fx.axhline(value, ls="--", lw=1.2, color=color, label=label)
+        fx.set_yscale("log")
+        fx.set_xlabel("outer step of the snapshot")
+        fx.set_ylabel("meta-loss of fresh trainees")
+        fx.set_title("Snapshots as meta-optimizers", fontsize=10)
+        fx.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -1,0 +1,116 @@
+"""How good a learned optimizer is at meta-training learned optimizers: the feedback probe.
+
+Self-training works by a positive feedback loop: as the population's optimizers improve on
+the tasks, they also get better at the meta-problem of training optimizers, which speeds up
+their own training ("Training Learned Optimizers with Randomly Initialized Learned
+Optimizers", arXiv 2101.07367). `probe_meta_optimizers` measures the second half of that loop
+directly: each given learned optimizer (e.g. the population's best member saved at several
+outer steps) meta-trains the same fresh, randomly initialised trainees for a few outer steps
+on the same meta-gradient estimator, and their meta-losses are returned. A snapshot from later
+in self-training that drives the trainees' meta-loss down faster than an earlier one is a
+better meta-optimizer: the loop, measured.
+
+Every snapshot sees the same trainees, the same estimator draws and the same keys, so the
+differences between rows come from the meta-optimizers alone. As in the trainers, an outer
+step whose meta-gradient or updated meta-parameters are not finite is skipped.
+
+References:
+  Metz, Freeman, Maheswaranathan, Sohl-Dickstein, "Training Learned Optimizers with Randomly
+  Initialized Learned Optimizers", arXiv 2101.07367.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from optax_lopt.base import LearnedOptimizer, MetaParams
+from optax_lopt.meta.trainer import _all_finite
+
+
+def probe_meta_optimizers(
+    estimator: Any,
+    lopt: LearnedOptimizer,
+    optimizer_thetas: MetaParams | None = None,
+    *,
+    meta_optimizer: optax.GradientTransformation | None = None,
+    num_steps: int = 40,
+    num_trainees: int = 4,
+    seed: int = 0,
+) -> np.ndarray:
+    """Meta-losses of fresh trainees meta-trained by each given optimizer.
+
+    Trainee ``k`` starts at ``lopt.init(fold_in(key(seed), k))`` with estimator state from
+    ``estimator.init``, and for ``num_steps`` outer steps gets
+    ``theta_k <- theta_k + optimizer.update(g_k, s_k, theta_k, value=meta_loss_k)``, where the
+    optimizer is ``lopt.transform(optimizer_thetas[s])`` for snapshot ``s`` (or
+    ``meta_optimizer``, a plain optax transformation, as a reference).
+
+    Args:
+      estimator: a `GradientEstimator` for ``lopt`` (``init``, ``meta_gradient`` returning a
+        ``"meta_loss"`` metric).
+      lopt: the architecture of both the snapshots and the trainees.
+      optimizer_thetas: snapshots stacked on a leading axis ``[S, ...]``; exactly one of this
+        and ``meta_optimizer`` must be given.
+      meta_optimizer: an optax transformation to probe instead (then ``S = 1``).
+      num_steps: outer steps per trainee (>= 1).
+      num_trainees: fresh trainees per snapshot (>= 1).
+      seed: key of the trainees, their estimator states and the outer steps.
+
+    Returns:
+      ``[S, num_trainees, num_steps]`` meta-losses, the one of outer step ``t`` measured before
+      that step's update.
+
+    Raises:
+      ValueError: for a missing or doubled optimizer, or a non-positive count.
+    """
+    if (optimizer_thetas is None) == (meta_optimizer is None):
+        raise ValueError(
+            "optimizer_thetas: expected exactly one of optimizer_thetas and meta_optimizer, got "
+            f"{'both' if meta_optimizer is not None else 'neither'}."
+        )
+    for name, value in (("num_steps", num_steps), ("num_trainees", num_trainees)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name}: expected an integer >= 1, got {value!r}.")
+    root = jax.random.key(seed)
+
+    def keys(stream):
+        base = jax.random.fold_in(root, stream)
+        return jax.vmap(lambda k: jax.random.fold_in(base, k))(jnp.arange(num_trainees))
+
+    trainee_keys, estimator_keys, step_keys = keys(0), keys(1), keys(2)
+
+    def one_trainee(tx, trainee_key, estimator_key, step_key):
+        theta = lopt.init(trainee_key)
+        carry = (theta, tx.init(theta), estimator.init(theta, estimator_key))
+
+        def body(carry, t):
+            theta, opt_state, est_state = carry
+            grads, est_state, metrics = estimator.meta_gradient(
+                theta, est_state, jax.random.fold_in(step_key, t)
+            )
+            loss = metrics["meta_loss"]
+            updates, new_opt_state = tx.update(grads, opt_state, theta, value=loss)
+            new_theta = optax.apply_updates(theta, updates)
+            ok = _all_finite(grads) & _all_finite(new_theta)
+            theta = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new_theta, theta)
+            opt_state = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new_opt_state, opt_state)
+            return (theta, opt_state, est_state), loss
+
+        _, losses = jax.lax.scan(body, carry, jnp.arange(num_steps))
+        return losses
+
+    def one_optimizer(tx):
+        return jax.vmap(lambda a, b, c: one_trainee(tx, a, b, c))(
+            trainee_keys, estimator_keys, step_keys
+        )
+
+    if meta_optimizer is not None:
+        losses = jax.jit(lambda: one_optimizer(meta_optimizer)[None])()
+    else:
+        losses = jax.jit(jax.vmap(lambda th: one_optimizer(lopt.transform(th))))(optimizer_thetas)
+    return np.asarray(losses)
