@@ -66,7 +66,7 @@ _EXPLOIT_EVERY = flags.DEFINE_integer("exploit_every", 5, "Outer steps between P
 _EXPLOIT_FRACTION = flags.DEFINE_float("exploit_fraction", 0.25, "Replaced per PBT event.")
 _PERTURB_SCALE = flags.DEFINE_float("perturb_scale", 0.05, "Relative explore noise.")
 _INITIAL_STEP_GAIN = flags.DEFINE_float("initial_step_gain", 1.0, "Initial meta-update gain.")
-_STEP_GAIN_FACTOR = flags.DEFINE_float("step_gain_factor", 1.0, "Explore factor on the gain.")
+_STEP_GAIN_FACTOR = flags.DEFINE_float("step_gain_factor", 1.25, "Explore factor on the gain.")
 _META_LEARNING_RATES = flags.DEFINE_list(
     "meta_learning_rates", ["1e-2", "3e-2", "1e-1"], "Adam meta learning rates tried."
 )

@@ -22,26 +22,30 @@ ranked by an exponential moving average (decay ``ema_decay``) of their meta-loss
 the estimator state and the running meta-loss of the best ``num_exploit`` (the worst copies
 the best, the second worst the second best, ...) and then *explore*: each tensor of the
 copied ``theta`` gets Gaussian noise with standard deviation ``perturb_scale`` times the
-tensor's root-mean-square. As in PBT's hyperparameter search, each member also carries a
-*step gain* ``c_i`` that multiplies the learned update on its own ``theta`` (``theta_i <- theta_i
-+ c_i * updates_i``); it starts at ``initial_step_gain`` and is copied with ``theta`` at an
-exploit, then multiplied by ``step_gain_factor`` or its inverse (a fair coin) at the explore.
-It is not an optimizer: the update's direction and per-coordinate size still come from the
-learned optimizer alone; the gain lets selection find how far the population can move its
-own meta-parameters per step (with the default ``step_gain_factor=1`` it stays at its
-initial value). Random optimizers start poor (some ascend), selection keeps the
-members whose updates descend, and as the optimizers improve, the meta-updates they apply
-improve too: the positive feedback loop of the paper. The same coupling is the main risk: an
-optimizer that learns larger inner steps also takes larger steps on its own meta-parameters
-(see the README's self-training section for measured stability trade-offs).
+tensor's root-mean-square.
+
+As in PBT's hyperparameter search, each member also carries a *step gain* ``c_i`` that
+multiplies the learned update on its own ``theta`` (``theta_i <- theta_i + c_i * updates_i``).
+It starts at ``initial_step_gain``, is copied with ``theta`` at an exploit, and is multiplied
+by ``step_gain_factor`` or its inverse (a fair coin) at the explore. It is not an optimizer:
+the update's direction and per-coordinate size still come from the learned optimizer alone;
+the gain lets selection find how far the population can move its own meta-parameters per
+step (with ``step_gain_factor=1`` it stays at its initial value). In the benchmark it is what
+lets self-training overtake Adam-driven meta-training for the same inner steps.
+
+Random optimizers start poor (some ascend), selection keeps the members whose updates descend,
+and as the optimizers improve, the meta-updates they apply improve too: the positive feedback
+loop of the paper. The same coupling is the main risk: an optimizer that learns larger inner
+steps also takes larger steps on its own meta-parameters (see the README's self-training
+section for measured stability trade-offs).
 
 The whole population advances in one jitted call (``vmap`` over members). The random key of
 outer step ``t`` is ``fold_in(key(seed), t)``, so a run resumed from a checkpoint (the whole
 population, written with orbax) ends exactly where an uninterrupted run ends. With a
 ``workdir``, ``<workdir>/metrics.jsonl`` gets one record per outer step with every member's
 meta-loss, running meta-loss, gradient norm, skip flag, which member optimized it
-(``optimizer_of``), the best member, and the PBT event (``parent``: whom each member copied,
-itself when it did not); ``<workdir>/final`` receives the best member with
+(``optimizer_of``), its step gain, the best member, and the PBT event (``parent``: whom each
+member copied, itself when it did not); ``<workdir>/final`` receives the best member with
 ``optax_lopt.save``.
 
 References:
@@ -219,7 +223,8 @@ class SelfTrainer:
       perturb_scale: relative std of the explore noise (>= 0).
       initial_step_gain: every member's initial gain on its learned meta-update (> 0).
       step_gain_factor: at each explore, a copied member's gain is multiplied by this or its
-        inverse (>= 1; 1 keeps every gain at ``initial_step_gain``).
+        inverse (>= 1; the default 1 keeps every gain at ``initial_step_gain``, the paper's
+        method). ``examples/self_train.py`` and ``benchmarks/self_training.py`` use 1.25.
       ema_decay: decay of the running meta-loss, in ``[0, 1)``.
       theta: optional initial meta-parameters with a leading ``[P]`` axis (a stacked
         population); by default ``lopt.init`` on ``P`` independent keys from ``seed``.
