@@ -119,6 +119,13 @@ def _check_int(name: str, value: Any, minimum: int) -> None:
         raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}.")
 
 
+def _check_finite(name: str, value: Any, relation: str, bound: float) -> None:
+    ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool)
+    ok = ok and math.isfinite(value) and (value >= bound if relation == ">=" else value > bound)
+    if not ok:
+        raise ValueError(f"{name}: expected a finite number {relation} {bound:g}, got {value!r}.")
+
+
 def _check_unit(name: str, value: Any, *, closed_low: bool, closed_high: bool) -> None:
     ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool)
     if ok:
@@ -290,21 +297,9 @@ class SelfTrainer:
             raise ValueError(
                 f"exploit_fraction: expected a number in [0, 0.5], got {exploit_fraction!r}."
             )
-        ok = isinstance(perturb_scale, (int, float)) and not isinstance(perturb_scale, bool)
-        if not (ok and math.isfinite(perturb_scale) and perturb_scale >= 0):
-            raise ValueError(
-                f"perturb_scale: expected a finite number >= 0, got {perturb_scale!r}."
-            )
-        ok = isinstance(initial_step_gain, (int, float)) and not isinstance(initial_step_gain, bool)
-        if not (ok and math.isfinite(initial_step_gain) and initial_step_gain > 0):
-            raise ValueError(
-                f"initial_step_gain: expected a finite number > 0, got {initial_step_gain!r}."
-            )
-        ok = isinstance(step_gain_factor, (int, float)) and not isinstance(step_gain_factor, bool)
-        if not (ok and math.isfinite(step_gain_factor) and step_gain_factor >= 1):
-            raise ValueError(
-                f"step_gain_factor: expected a finite number >= 1, got {step_gain_factor!r}."
-            )
+        _check_finite("perturb_scale", perturb_scale, ">=", 0)
+        _check_finite("initial_step_gain", initial_step_gain, ">", 0)
+        _check_finite("step_gain_factor", step_gain_factor, ">=", 1)
         _check_unit("ema_decay", ema_decay, closed_low=True, closed_high=False)
         if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
             raise ValueError(f"seed: expected an integer, got {seed!r}.")
