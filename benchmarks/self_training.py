@@ -5,7 +5,9 @@ horizon 200), both start from random ``MLPLOpt`` weights (``skip_init="random"``
 
 * self-training (``optax_lopt.meta.SelfTrainer``): ``--population_size`` members, each with
   PES on ``--num_tasks`` tasks per family, meta-updates applied by the population's best
-  learned optimizer, PBT every ``--exploit_every`` steps; no hand-designed optimizer anywhere;
+  learned optimizer times the member's step gain (explored by PBT with
+  ``--step_gain_factor``), PBT every ``--exploit_every`` steps; no hand-designed optimizer
+  anywhere;
 * Adam (``optax_lopt.meta.MetaTrainer``, ``optax.adam``, global-norm clip 1): PES on
   ``population_size * num_tasks`` tasks per family, so that each outer step and the whole run
   spend exactly the self-training population's inner steps; its meta learning rate is picked
@@ -14,8 +16,11 @@ horizon 200), both start from random ``MLPLOpt`` weights (``skip_init="random"``
 The self-trained optimizer reported is the member with the best meta-objective on the "tune"
 split (never "test"). Both are evaluated with ``optax_lopt.evaluation`` on the same held-out
 ("test") instances of both families; the meta-objective (mean over the horizon of loss /
-initial loss, lower is better) is averaged over the two families. Prints a table, writes the
-population figure (``--figure``), then one JSON object as the last line:
+initial loss, lower is better) is averaged over the two families. The feedback loop is
+measured with `optax_lopt.meta.probe_meta_optimizers`: the best member saved every
+``--probe_every`` steps meta-trains ``--probe_trainees`` fresh random trainees for
+``--probe_steps`` outer steps (Adam at the tuned meta learning rate as the reference). Prints
+a table, writes the population figure (``--figure``), then one JSON object as the last line:
 ``{"self_trained": ..., "adam_trained": ..., ...}``.
 
 Run: ``python benchmarks/self_training.py`` (``--help`` for flags).
