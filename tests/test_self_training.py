@@ -148,11 +148,9 @@ def test_perturb_noise_is_relative_to_each_tensors_rms():
     chex.assert_trees_all_close(st.perturb(theta, jax.random.key(0), 0.0), theta)
 
 
-@pytest.mark.parametrize("scale", [0.0, 0.1])
-def test_pbt_copies_the_best_over_the_worst_and_perturbs(scale):
-    lopt = optax_lopt.LearnableSGDM()
-    theta = _sgdm_population([0.1, 0.5, 0.01], logits=[0.3, -0.2, 0.1])
-    trainer = SelfTrainer(
+def _exploit_every_step(lopt, theta, **kwargs):
+    """Three SGD-momentum members on the bowl, rule "self", one copied at every step."""
+    return SelfTrainer(
         _Bowl(),
         lopt,
         population_size=3,
@@ -160,8 +158,15 @@ def test_pbt_copies_the_best_over_the_worst_and_perturbs(scale):
         theta=theta,
         exploit_every=1,
         exploit_fraction=1 / 3,
-        perturb_scale=scale,
+        **kwargs,
     )
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.1])
+def test_pbt_copies_the_best_over_the_worst_and_perturbs(scale):
+    lopt = optax_lopt.LearnableSGDM()
+    theta = _sgdm_population([0.1, 0.5, 0.01], logits=[0.3, -0.2, 0.1])
+    trainer = _exploit_every_step(lopt, theta, perturb_scale=scale)
     state, metrics = trainer.step(trainer.init_state())
     assert bool(metrics["exploit"]) and int(state.num_exploits) == 1
     np.testing.assert_array_equal(metrics["parent"], [0, 1, 1])  # worst (2) copies best (1)
@@ -177,9 +182,9 @@ def test_pbt_copies_the_best_over_the_worst_and_perturbs(scale):
         jax.tree.map(lambda x: x[1], state.opt_state),
     )
     assert float(state.ema_loss[2]) == float(state.ema_loss[1])
-    # Not an exploit step: nobody is copied.
     state2, metrics2 = trainer.step(state)
-    assert bool(metrics2["exploit"])  # exploit_every=1: still every step
+    assert bool(metrics2["exploit"])  # exploit_every=1: every step
+    # Not an exploit step: nobody is copied.
     trainer_rare = SelfTrainer(_Bowl(), lopt, population_size=3, theta=theta, exploit_every=5)
     _, metrics3 = trainer_rare.step(trainer_rare.init_state())
     assert not bool(metrics3["exploit"])
@@ -190,18 +195,8 @@ def test_step_gain_scales_the_learned_update_and_is_explored_at_copies():
     lopt = optax_lopt.LearnableSGDM()
     learning_rates = [0.1, 0.5, 0.01]
     theta = _sgdm_population(learning_rates)
-    trainer = SelfTrainer(
-        _Bowl(),
-        lopt,
-        population_size=3,
-        rule="self",
-        theta=theta,
-        exploit_every=1,
-        exploit_fraction=1 / 3,
-        perturb_scale=0.0,
-        initial_step_gain=2.0,
-        step_gain_factor=1.5,
-        seed=3,
+    trainer = _exploit_every_step(
+        lopt, theta, perturb_scale=0.0, initial_step_gain=2.0, step_gain_factor=1.5, seed=3
     )
     state0 = trainer.init_state()
     chex.assert_trees_all_close(state0.step_gain, jnp.full(3, 2.0))
