@@ -139,11 +139,58 @@ def test_state_layout_and_config_roundtrip():
         ({"second_moment_decay": 0.0}, "second_moment_decay"),
         ({"step_mult": -1.0}, "step_mult"),
         ({"exp_mult": -1.0}, "exp_mult"),
+        ({"feature_clip": 0.0}, "feature_clip"),
+        ({"feature_clip": float("inf")}, "feature_clip"),
+        ({"feature_clip": True}, "feature_clip"),
+        ({"feature_clip": "5"}, "feature_clip"),
     ],
 )
 def test_bad_config_names_the_argument(kwargs, name):
     with pytest.raises(ValueError, match=name):
         optax_lopt.MLPLOpt(**kwargs)
+
+
+def _spike_updates(lopt, spike):
+    """Updates after three ordinary steps, then a step whose gradient has one outlier."""
+    tx = lopt.transform(lopt.init(jax.random.key(3)))
+    params = {"w": jnp.linspace(-1.0, 1.0, 12).reshape(3, 4)}
+    grads = {"w": jnp.linspace(0.5, -0.4, 12).reshape(3, 4)}
+    state = tx.init(params)
+    for _ in range(3):
+        _, state = tx.update(grads, state, params)
+    spiked = {"w": grads["w"].at[1, 2].set(spike)}
+    return tx.update(spiked, state, params)[0]["w"]
+
+
+def test_feature_clip_bounds_the_step_of_a_gradient_spike():
+    clipped = optax_lopt.MLPLOpt(
+        hidden_sizes=(4,), output_scale=1.0, skip_init="random", feature_clip=2.0
+    )
+    plain = optax_lopt.MLPLOpt(hidden_sizes=(4,), output_scale=1.0, skip_init="random")
+    # With the clip, every feature the spike moves saturates: a spike 1000x larger moves the
+    # optimizer the same.
+    chex.assert_trees_all_close(
+        _spike_updates(clipped, 1e3), _spike_updates(clipped, 1e6), atol=1e-5
+    )
+    # Without it, g / s at the spike is bounded only by sqrt(size / (1 - beta2)) (about 110
+    # here, more in larger tensors), and the spiked coordinate's step is several times larger.
+    spiked_plain, spiked_clipped = _spike_updates(plain, 1e3), _spike_updates(clipped, 1e3)
+    assert abs(float(spiked_plain[1, 2])) > 2 * abs(float(spiked_clipped[1, 2]))
+    # Ordinary gradients (features well inside the clip) are unaffected.
+    wide = optax_lopt.MLPLOpt(
+        hidden_sizes=(4,), output_scale=1.0, skip_init="random", feature_clip=1e4
+    )
+    chex.assert_trees_all_close(_spike_updates(wide, 0.3), _spike_updates(plain, 0.3))
+    assert optax_lopt.from_config("MLPLOpt", clipped.config()) == clipped
+
+
+def test_build_features_clips_all_but_the_parameter_feature():
+    p, g = jnp.array([100.0, -1.0, 0.0]), jnp.array([50.0, -0.01, 0.0])
+    feats, _ = F.build_features(p, g, [g], [jnp.ones(3)], jnp.asarray(1e-4), limit=3.0)
+    for f in feats[1:]:
+        assert float(jnp.max(jnp.abs(f))) <= 3.0
+    chex.assert_trees_all_close(feats[1], jnp.array([3.0, -1.0, 0.0]), atol=1e-4)
+    chex.assert_trees_all_close(feats[0], F.normalize(p)[0])
 
 
 def test_features_count_and_adam_index():

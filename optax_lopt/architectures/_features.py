@@ -234,6 +234,7 @@ def build_features(
     rsqrts: Sequence[jax.Array],
     mean_square_grad: jax.Array,
     momentum_stats: bool = False,
+    limit: float = FEATURE_LIMIT,
 ) -> tuple[list[jax.Array], list[jax.Array]]:
     """Per-coordinate features from the parameter, gradient, momenta and second moments.
 
@@ -242,8 +243,8 @@ def build_features(
     bias-corrected momentum ``m_k / s``, then for each inverse root second moment ``r``
     (bias-corrected, full or factored): ``r * s``, ``g * r`` and ``m_k * r`` for every ``k``.
     All are scale-free; only ``p`` needs a reduction over the tensor, ``s`` comes from the
-    (small) second-moment statistics, so XLA reads each state array once. Features are
-    clipped to ``+/- FEATURE_LIMIT``.
+    (small) second-moment statistics, so XLA reads each state array once. All but ``p / rms(p)``
+    are clipped to ``+/- limit`` (by default ``FEATURE_LIMIT``, a finiteness guard only).
 
     Args:
       p: the parameter (zeros when params are not given).
@@ -252,6 +253,7 @@ def build_features(
       rsqrts: ``1 / sqrt(v_hat + eps)`` for each second-moment accumulator of this leaf.
       mean_square_grad: a per-tensor estimate of the mean of ``g**2`` (scalar).
       momentum_stats: also return ``rms(m_k) / s`` for each momentum (one reduction each).
+      limit: clip the gradient, momentum and second-moment features to this magnitude.
 
     Returns:
       ``(features, stats)``: the features and per-tensor statistics ``[rms(p), s]`` (plus
@@ -263,7 +265,7 @@ def build_features(
     raw = [g * inv_s, *(m * inv_s for m in momenta)]
     for r in rsqrts:
         raw += [r * s, g * r, *(m * r for m in momenta)]
-    feats = [p_n] + [jnp.clip(x, -FEATURE_LIMIT, FEATURE_LIMIT) for x in raw]
+    feats = [p_n] + [jnp.clip(x, -limit, limit) for x in raw]
     stats = [p_rms, s]
     if momentum_stats:
         stats += [jnp.sqrt(mean_square(m) + _NORM_EPS) * inv_s for m in momenta]

@@ -15,6 +15,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, NamedTuple
 
 import chex
@@ -85,6 +86,14 @@ class MLPLOpt(LearnedOptimizer):
         has no drift of its own that would carry it away from a minimum when it runs far
         longer than it was trained for. Adam's direction is odd already, so the untrained
         optimizer is unchanged; the network is evaluated twice.
+      feature_clip: if set (a positive number), clip every gradient, momentum and
+        second-moment feature to ``+/- feature_clip``, so that one outlier gradient (a spike
+        many times the tensor's running RMS) moves the optimizer no further than a gradient
+        at the clip does. Without it the step grows linearly with the spike. Noisy
+        meta-gradients (ES/PES through diverging inner runs) produce such spikes, and when
+        the optimizer updates its own meta-parameters (``optax_lopt.meta.SelfTrainer``) a
+        spike-sized step can destabilise the whole population; the self-training benchmark
+        uses 5. ``None`` (default) only guards against non-finite values.
 
     References:
       Metz et al., "Understanding and correcting pathologies in the training of learned
@@ -102,6 +111,7 @@ class MLPLOpt(LearnedOptimizer):
     skip_init: str = "adam"
     timescales: tuple[float, ...] = F.DEFAULT_TIMESCALES
     antisymmetric: bool = False
+    feature_clip: float | None = None
 
     def __post_init__(self) -> None:
         F.check_sizes("hidden_sizes", self.hidden_sizes)
@@ -121,6 +131,14 @@ class MLPLOpt(LearnedOptimizer):
             )
         if not isinstance(self.antisymmetric, bool):
             raise ValueError(f"antisymmetric: expected a bool, got {self.antisymmetric!r}.")
+        clip = self.feature_clip
+        if clip is not None:
+            number = isinstance(clip, (int, float)) and not isinstance(clip, bool)
+            if not (number and math.isfinite(clip) and clip > 0):
+                raise ValueError(
+                    f"feature_clip: expected None or a finite positive number, got "
+                    f"{self.feature_clip!r}."
+                )
         if self.skip_init not in _SKIP_INITS:
             raise ValueError(
                 f"skip_init: expected one of {list(_SKIP_INITS)}, got {self.skip_init!r}."
@@ -149,6 +167,7 @@ class MLPLOpt(LearnedOptimizer):
     def transform(self, theta: MetaParams) -> optax.GradientTransformationExtraArgs:
         decays = self.momentum_decays
         beta2 = self.second_moment_decay
+        limit = F.FEATURE_LIMIT if self.feature_clip is None else float(self.feature_clip)
 
         def init_fn(params):
             return MLPLOptState(
@@ -188,7 +207,7 @@ class MLPLOpt(LearnedOptimizer):
                 p = jnp.asarray(p).astype(v.dtype)
                 ms = [lm[i] * c for lm, c in zip(m_leaves, m_corr, strict=True)]
                 r = jax.lax.rsqrt(v_corr * v + F.RSQRT_EPS)
-                feats, _ = F.build_features(p, g, ms, [r], v_corr * F.mean(v))
+                feats, _ = F.build_features(p, g, ms, [r], v_corr * F.mean(v), limit=limit)
                 features.append(feats)
             leaves = F.mlp_updates(features, theta, time_bias, self.step_mult, self.exp_mult)
             if self.antisymmetric:
