@@ -1,13 +1,14 @@
 """Benchmark: self-trained learned optimizers vs the same architecture meta-trained with Adam.
 
 On the mix of ``linear_regression`` and ``two_moons`` (128 points, one hidden layer of 16,
-horizon 200), both start from random ``MLPLOpt`` weights (``skip_init="random"``):
+horizon 200), both start from random ``MLPLOpt`` weights (``skip_init="random"``, features
+clipped at ``--feature_clip``, 0 for no clip):
 
 * self-training (``optax_lopt.meta.SelfTrainer``): ``--population_size`` members, each with
-  PES on ``--num_tasks`` tasks per family, meta-updates applied by the population's best
-  learned optimizer times the member's step gain (explored by PBT with
-  ``--step_gain_factor``), PBT every ``--exploit_every`` steps; no hand-designed optimizer
-  anywhere;
+  PES on ``--num_tasks`` tasks per family, each member's meta-update applied by its own
+  learned optimizer (``--rule=self``; ``--rule=best``: the population's best) times its step
+  gain (explored by PBT with ``--step_gain_factor``), PBT every ``--exploit_every`` steps;
+  no hand-designed optimizer anywhere;
 * Adam (``optax_lopt.meta.MetaTrainer``, ``optax.adam``, global-norm clip 1): PES on
   ``population_size * num_tasks`` tasks per family, so that each outer step and the whole run
   spend exactly the self-training population's inner steps; its meta learning rate is picked
@@ -66,7 +67,9 @@ _HORIZON = flags.DEFINE_integer("horizon", 200, "Inner trajectory length.")
 _SIGMA = flags.DEFINE_float("sigma", 0.01, "PES perturbation std.")
 _HIDDEN_SIZE = flags.DEFINE_integer("hidden_size", 16, "MLPLOpt hidden width.")
 _STEP_MULT = flags.DEFINE_float("step_mult", 5e-3, "MLPLOpt step scale.")
-_RULE = flags.DEFINE_enum("rule", "best", ["best", "self"], "Which member optimizes whom.")
+_ANTISYMMETRIC = flags.DEFINE_bool("antisymmetric", False, "MLPLOpt odd in the gradient.")
+_FEATURE_CLIP = flags.DEFINE_float("feature_clip", 5.0, "MLPLOpt feature clip (0: off).")
+_RULE = flags.DEFINE_enum("rule", "self", ["best", "self"], "Which member optimizes whom.")
 _EXPLOIT_EVERY = flags.DEFINE_integer("exploit_every", 5, "Outer steps between PBT events.")
 _EXPLOIT_FRACTION = flags.DEFINE_float("exploit_fraction", 0.25, "Replaced per PBT event.")
 _PERTURB_SCALE = flags.DEFINE_float("perturb_scale", 0.05, "Relative explore noise.")
@@ -85,6 +88,16 @@ _PROBE_STEPS = flags.DEFINE_integer("probe_steps", 40, "Outer steps of each prob
 _PROBE_TRAINEES = flags.DEFINE_integer("probe_trainees", 4, "Fresh trainees per snapshot.")
 
 _NAMES = ("linear_regression", "two_moons")
+
+
+def _lopt() -> optax_lopt.MLPLOpt:
+    return optax_lopt.MLPLOpt(
+        hidden_sizes=(_HIDDEN_SIZE.value,),
+        step_mult=_STEP_MULT.value,
+        antisymmetric=_ANTISYMMETRIC.value,
+        feature_clip=_FEATURE_CLIP.value or None,
+        skip_init="random",
+    )
 
 
 def _families() -> list[Any]:
@@ -159,9 +172,7 @@ def _held_out(lopt, theta, families) -> dict[str, float]:
 
 def main(argv: list[str]) -> None:
     del argv
-    lopt = optax_lopt.MLPLOpt(
-        hidden_sizes=(_HIDDEN_SIZE.value,), step_mult=_STEP_MULT.value, skip_init="random"
-    )
+    lopt = _lopt()
     families = _families()
     size, steps = _POPULATION_SIZE.value, _NUM_OUTER_STEPS.value
     per_member = len(families) * _NUM_TASKS.value * 2 * _TRUNCATION_LENGTH.value

@@ -3,12 +3,15 @@ r"""Self-training: randomly initialised learned optimizers that train themselves
 A population of ``MLPLOpt`` optimizers with random weights (``skip_init="random"``: nothing
 Adam-like built in) is meta-trained on the mix of ``linear_regression`` and ``two_moons``
 with PES; each member's meta-gradient is applied by a learned optimizer from the population
-(``--rule=best``: the member with the lowest running meta-loss; ``--rule=self``: the member
-itself), and population-based training copies better members over worse ones every
-``--exploit_every`` outer steps. No hand-designed optimizer is used anywhere.
+(``--rule=self``, the default: the member itself; ``--rule=best``: the member with the
+lowest running meta-loss), and population-based training copies better members over worse
+ones every ``--exploit_every`` outer steps. No hand-designed optimizer is used anywhere.
 
   python examples/self_train.py --workdir=/tmp/self_train
-  python examples/self_train.py --workdir=/tmp/self_train --population_size=8 --rule=self
+  python examples/self_train.py --workdir=/tmp/self_train --population_size=8 --rule=best
+
+``MLPLOpt(feature_clip=5)`` (``--feature_clip``, 0 turns it off) keeps one spike in a PES
+meta-gradient from becoming a huge step on a member's own weights (see README).
 
 Writes ``<workdir>/metrics.jsonl`` (one record per outer step, every member), orbax
 checkpoints (a rerun with the same flags resumes), the best member to ``<workdir>/final``
@@ -63,7 +66,7 @@ def run(
     workdir: str,
     population_size: int = 8,
     num_outer_steps: int = 150,
-    rule: str = "best",
+    rule: str = "self",
     exploit_every: int = 5,
     exploit_fraction: float = 0.25,
     perturb_scale: float = 0.05,
@@ -75,6 +78,7 @@ def run(
     sigma: float = 0.01,
     hidden_size: int = 16,
     step_mult: float = 5e-3,
+    feature_clip: float | None = 5.0,
     two_moons_points: int = 128,
     num_eval_instances: int = 128,
     figure: str | None = None,
@@ -100,6 +104,8 @@ def run(
       sigma: PES perturbation std.
       hidden_size: MLPLOpt hidden width.
       step_mult: MLPLOpt step scale.
+      feature_clip: MLPLOpt feature clip (None: off); bounds the step a meta-gradient
+        spike causes (the self-referential loop is steadier with it; README).
       two_moons_points: points per two_moons instance.
       num_eval_instances: held-out ("test") instances per family.
       figure: PNG path of the population's meta-loss over time (None: none drawn).
@@ -114,6 +120,7 @@ def run(
         hidden_sizes=(hidden_size,),
         momentum_decays=tuple(momentum_decays),
         step_mult=step_mult,
+        feature_clip=feature_clip,
         skip_init="random",
     )
     families = make_families(two_moons_points, horizon)
@@ -160,7 +167,7 @@ def define_flags() -> None:
     flags.DEFINE_string("workdir", "/tmp/self_train", "Metrics, checkpoints, final weights.")
     flags.DEFINE_integer("population_size", 8, "Members of the population.")
     flags.DEFINE_integer("num_outer_steps", 150, "Outer steps.")
-    flags.DEFINE_enum("rule", "best", ["best", "self"], "Which member optimizes whom.")
+    flags.DEFINE_enum("rule", "self", ["best", "self"], "Which member optimizes whom.")
     flags.DEFINE_integer("exploit_every", 5, "Outer steps between PBT events.")
     flags.DEFINE_float("exploit_fraction", 0.25, "Fraction replaced per PBT event.")
     flags.DEFINE_float("perturb_scale", 0.05, "Relative std of the explore noise.")
@@ -172,6 +179,7 @@ def define_flags() -> None:
     flags.DEFINE_float("sigma", 0.01, "PES perturbation std.")
     flags.DEFINE_integer("hidden_size", 16, "MLPLOpt hidden width.")
     flags.DEFINE_float("step_mult", 5e-3, "MLPLOpt step scale.")
+    flags.DEFINE_float("feature_clip", 5.0, "MLPLOpt feature clip (0: off).")
     flags.DEFINE_integer("two_moons_points", 128, "Points per two_moons instance.")
     flags.DEFINE_integer("num_eval_instances", 128, "Held-out instances per family.")
     flags.DEFINE_string("figure", "docs/figures/self_training.png", "Figure path ('' for none).")
@@ -198,6 +206,7 @@ def main(argv: list[str]) -> None:
         sigma=FLAGS.sigma,
         hidden_size=FLAGS.hidden_size,
         step_mult=FLAGS.step_mult,
+        feature_clip=FLAGS.feature_clip or None,
         two_moons_points=FLAGS.two_moons_points,
         num_eval_instances=FLAGS.num_eval_instances,
         figure=FLAGS.figure or None,

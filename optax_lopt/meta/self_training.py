@@ -30,15 +30,15 @@ It starts at ``initial_step_gain``, is copied with ``theta`` at an exploit, and 
 by ``step_gain_factor`` or its inverse (a fair coin) at the explore. It is not an optimizer:
 the update's direction and per-coordinate size still come from the learned optimizer alone;
 the gain lets selection find how far the population can move its own meta-parameters per
-step (with ``step_gain_factor=1`` it stays at its initial value). In the benchmark (seed 0)
-it turned a 16% deficit against Adam-driven meta-training into a 12% lead; the README lists
-the other seeds, where it does not always win.
+step (with ``step_gain_factor=1`` it stays at its initial value).
 
 Random optimizers start poor (some ascend), selection keeps the members whose updates descend,
 and as the optimizers improve, the meta-updates they apply improve too: the positive feedback
 loop of the paper. The same coupling is the main risk: an optimizer that learns larger inner
-steps also takes larger steps on its own meta-parameters (see the README's self-training
-section for measured stability trade-offs).
+steps also takes larger steps on its own meta-parameters, and with ``rule="best"`` one
+unstable best member moves everyone at once. ``rule="self"`` with an ``MLPLOpt`` whose
+``feature_clip`` bounds the step a meta-gradient spike can cause was the most stable
+combination measured (the README's self-training section has the five-seed comparison).
 
 The whole population advances in one jitted call (``vmap`` over members). The random key of
 outer step ``t`` is ``fold_in(key(seed), t)``, so a run resumed from a checkpoint (the whole
@@ -222,8 +222,8 @@ class SelfTrainer:
         hand-designed optimizer: an architecture with a ``skip_init`` field (``MLPLOpt``)
         must have ``skip_init="random"``, unless ``theta`` is given.
       population_size: number of members ``P`` (>= 2).
-      rule: ``"self"`` or ``"best"``: which member's optimizer applies member ``i``'s
-        meta-gradient (see the module docstring).
+      rule: ``"self"`` (default) or ``"best"``: which member's optimizer applies member
+        ``i``'s meta-gradient (see the module docstring).
       exploit_every: outer steps between PBT events (the event happens after steps
         ``exploit_every``, ``2 * exploit_every``, ...).
       exploit_fraction: fraction of the population replaced at each PBT event, in
@@ -262,7 +262,7 @@ class SelfTrainer:
         lopt: LearnedOptimizer,
         *,
         population_size: int = 8,
-        rule: str = "best",
+        rule: str = "self",
         exploit_every: int = 5,
         exploit_fraction: float = 0.25,
         perturb_scale: float = 0.05,
