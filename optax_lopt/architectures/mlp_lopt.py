@@ -89,7 +89,8 @@ class MLPLOpt(LearnedOptimizer):
       feature_clip: if set (a positive number), clip every gradient, momentum and
         second-moment feature to ``+/- feature_clip``, so that one outlier gradient (a spike
         many times the tensor's running RMS) moves the optimizer no further than a gradient
-        at the clip does. Without it the step grows linearly with the spike. Noisy
+        at the clip does. Without it ``g / s`` at a one-coordinate spike is bounded only by
+        ``sqrt(size / (1 - second_moment_decay))``, hundreds in a large tensor. Noisy
         meta-gradients (ES/PES through diverging inner runs) produce such spikes, and when
         the optimizer updates its own meta-parameters (``optax_lopt.meta.SelfTrainer``) a
         spike-sized step can destabilise the whole population; the self-training benchmark
