@@ -68,7 +68,7 @@ def run(
     num_outer_steps: int = 150,
     rule: str = "self",
     exploit_every: int = 5,
-    exploit_fraction: float = 0.25,
+    exploit_fraction: float = 0.125,
     perturb_scale: float = 0.05,
     initial_step_gain: float = 1.0,
     step_gain_factor: float = 1.25,
@@ -169,7 +169,7 @@ def define_flags() -> None:
     flags.DEFINE_integer("num_outer_steps", 150, "Outer steps.")
     flags.DEFINE_enum("rule", "self", ["best", "self"], "Which member optimizes whom.")
     flags.DEFINE_integer("exploit_every", 5, "Outer steps between PBT events.")
-    flags.DEFINE_float("exploit_fraction", 0.25, "Fraction replaced per PBT event.")
+    flags.DEFINE_float("exploit_fraction", 0.125, "Fraction replaced per PBT event.")
     flags.DEFINE_float("perturb_scale", 0.05, "Relative std of the explore noise.")
     flags.DEFINE_float("initial_step_gain", 1.0, "Initial gain on each member's meta-update.")
     flags.DEFINE_float("step_gain_factor", 1.25, "PBT explore factor on a copy's step gain.")

@@ -36,8 +36,9 @@ Random optimizers start poor (some ascend), selection keeps the members whose up
 and as the optimizers improve, the meta-updates they apply improve too: the positive feedback
 loop of the paper. The same coupling is the main risk: an optimizer that learns larger inner
 steps also takes larger steps on its own meta-parameters, and with ``rule="best"`` one
-unstable best member moves everyone at once. ``rule="self"`` with an ``MLPLOpt`` whose
-``feature_clip`` bounds the step a meta-gradient spike can cause was the most stable
+unstable best member moves everyone at once. ``rule="self"``, an ``MLPLOpt`` whose
+``feature_clip`` bounds the step a meta-gradient spike can cause, and one member replaced per
+PBT event (so that one lineage does not take over the population) was the most stable
 combination measured (the README's self-training section has the five-seed comparison).
 
 The whole population advances in one jitted call (``vmap`` over members). The random key of
