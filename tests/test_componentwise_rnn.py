@@ -71,6 +71,8 @@ def test_preprocessing_features(kind, expected):
         ({"output_scale": -1.0}, "output_scale"),
         ({"input_scale": 0.0}, "input_scale"),
         ({"input_scale": float("inf")}, "input_scale"),
+        ({"input_scale": True}, "input_scale"),
+        ({"output_scale": float("nan")}, "output_scale"),
     ],
 )
 def test_bad_arguments_are_named(kwargs, argument):

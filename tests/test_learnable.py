@@ -63,6 +63,7 @@ def test_meta_gradient_flows_to_learning_rate():
         (optax_lopt.LearnableSGDM, {"learning_rate": 0.0}, "learning_rate"),
         (optax_lopt.LearnableAdam, {"b2": -0.1}, "b2"),
         (optax_lopt.LearnableAdam, {"eps": 0.0}, "eps"),
+        (optax_lopt.LearnableSGDM, {"learning_rate": float("inf")}, "learning_rate"),
     ],
 )
 def test_bad_arguments_are_named(cls, kwargs, argument):

@@ -138,6 +138,7 @@ def test_state_layout_and_config_roundtrip():
         ({"momentum_decays": ()}, "momentum_decays"),
         ({"second_moment_decay": 0.0}, "second_moment_decay"),
         ({"step_mult": -1.0}, "step_mult"),
+        ({"step_mult": float("inf")}, "step_mult"),
         ({"exp_mult": -1.0}, "exp_mult"),
         ({"feature_clip": 0.0}, "feature_clip"),
         ({"feature_clip": float("inf")}, "feature_clip"),

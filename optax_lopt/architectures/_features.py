@@ -29,6 +29,8 @@ References:
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -74,9 +76,10 @@ def check_decays(name: str, decays: Sequence[float], allow_empty: bool = False) 
 
 
 def check_positive(name: str, value: Any) -> None:
-    """Raises a ValueError unless ``value`` is a positive number."""
-    if not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{name}: expected a positive number, got {value!r}.")
+    """Raises a ValueError unless ``value`` is a finite positive number (not a bool)."""
+    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not (number and math.isfinite(value) and value > 0):
+        raise ValueError(f"{name}: expected a finite positive number, got {value!r}.")
 
 
 def check_nonnegative(name: str, value: Any) -> None:

@@ -17,7 +17,6 @@ References:
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, NamedTuple
 
 import chex
@@ -26,6 +25,7 @@ import jax.numpy as jnp
 import optax
 
 from optax_lopt import _numerics
+from optax_lopt.architectures import _features as F
 from optax_lopt.architectures._cells import CELLS
 from optax_lopt.base import LearnedOptimizer, MetaParams
 
@@ -97,14 +97,8 @@ class ComponentwiseRNN(LearnedOptimizer):
             raise ValueError(
                 f"preprocessing: expected one of {PREPROCESSING}, got {self.preprocessing!r}."
             )
-        if not (self.input_scale > 0 and math.isfinite(self.input_scale)):
-            raise ValueError(
-                f"input_scale: expected a finite number > 0, got {self.input_scale!r}."
-            )
-        if not self.output_scale > 0:
-            raise ValueError(
-                f"output_scale: expected a positive number, got {self.output_scale!r}."
-            )
+        F.check_positive("input_scale", self.input_scale)
+        F.check_positive("output_scale", self.output_scale)
 
     @property
     def num_inputs(self) -> int:

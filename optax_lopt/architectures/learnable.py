@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import optax
 
 from optax_lopt import _numerics
+from optax_lopt.architectures import _features as F
 from optax_lopt.base import LearnedOptimizer, MetaParams
 
 
@@ -32,11 +33,6 @@ def _logit(p: float) -> float:
 def _check_rate(name: str, value: float) -> None:
     if not 0.0 < value < 1.0:
         raise ValueError(f"{name}: expected a number in (0, 1), got {value!r}.")
-
-
-def _check_positive(name: str, value: float) -> None:
-    if not value > 0.0:
-        raise ValueError(f"{name}: expected a positive number, got {value!r}.")
 
 
 class SGDMState(NamedTuple):
@@ -65,7 +61,7 @@ class LearnableSGDM(LearnedOptimizer):
     momentum: float = 0.9
 
     def __post_init__(self) -> None:
-        _check_positive("learning_rate", self.learning_rate)
+        F.check_positive("learning_rate", self.learning_rate)
         _check_rate("momentum", self.momentum)
 
     def init(self, key: chex.PRNGKey) -> MetaParams:
@@ -125,10 +121,10 @@ class LearnableAdam(LearnedOptimizer):
     eps: float = 1e-8
 
     def __post_init__(self) -> None:
-        _check_positive("learning_rate", self.learning_rate)
+        F.check_positive("learning_rate", self.learning_rate)
         _check_rate("b1", self.b1)
         _check_rate("b2", self.b2)
-        _check_positive("eps", self.eps)
+        F.check_positive("eps", self.eps)
 
     def init(self, key: chex.PRNGKey) -> MetaParams:
         del key

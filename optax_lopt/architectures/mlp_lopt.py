@@ -15,7 +15,6 @@ References:
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, NamedTuple
 
 import chex
@@ -132,14 +131,8 @@ class MLPLOpt(LearnedOptimizer):
             )
         if not isinstance(self.antisymmetric, bool):
             raise ValueError(f"antisymmetric: expected a bool, got {self.antisymmetric!r}.")
-        clip = self.feature_clip
-        if clip is not None:
-            number = isinstance(clip, (int, float)) and not isinstance(clip, bool)
-            if not (number and math.isfinite(clip) and clip > 0):
-                raise ValueError(
-                    f"feature_clip: expected None or a finite positive number, got "
-                    f"{self.feature_clip!r}."
-                )
+        if self.feature_clip is not None:
+            F.check_positive("feature_clip", self.feature_clip)
         if self.skip_init not in _SKIP_INITS:
             raise ValueError(
                 f"skip_init: expected one of {list(_SKIP_INITS)}, got {self.skip_init!r}."
