@@ -29,7 +29,7 @@ import numpy as np
 import optax
 
 from optax_lopt.base import LearnedOptimizer, MetaParams
-from optax_lopt.meta.trainer import _all_finite
+from optax_lopt.meta.trainer import _apply_if_finite
 
 
 def probe_meta_optimizers(
@@ -96,9 +96,9 @@ def probe_meta_optimizers(
             loss = metrics["meta_loss"]
             updates, new_opt_state = tx.update(grads, opt_state, theta, value=loss)
             new_theta = optax.apply_updates(theta, updates)
-            ok = _all_finite(grads) & _all_finite(new_theta)
-            theta = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new_theta, theta)
-            opt_state = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new_opt_state, opt_state)
+            theta, opt_state, _ = _apply_if_finite(
+                grads, new_theta, new_opt_state, theta, opt_state
+            )
             return (theta, opt_state, est_state), loss
 
         _, losses = jax.lax.scan(body, carry, jnp.arange(num_steps))

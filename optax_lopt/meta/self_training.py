@@ -75,7 +75,7 @@ from optax_lopt import serialization
 from optax_lopt.base import LearnedOptimizer, MetaParams
 from optax_lopt.meta import _progress, checkpoint, metrics_log
 from optax_lopt.meta.base import EstimatorState
-from optax_lopt.meta.trainer import _all_finite, _to_python
+from optax_lopt.meta.trainer import _all_finite, _apply_if_finite, _to_python
 
 RULES = ("self", "best")
 """Which learned optimizer updates member ``i``: itself, or the member with the best EMA."""
@@ -431,11 +431,10 @@ class SelfTrainer:
         who = self.optimizer_indices(ema)
         new_theta, new_opt_state = self._apply_learned(state, grads, loss, who)
 
-        finite_grad = jax.vmap(_all_finite)(grads)
-        ok = finite_grad & jax.vmap(_all_finite)(new_theta)
-        theta = _where(ok, new_theta, state.theta)
-        opt_state = _where(ok, new_opt_state, state.opt_state)
-        needs_reset = ~finite_grad & ~jax.vmap(_all_finite)(estimator_state)
+        theta, opt_state, ok = jax.vmap(_apply_if_finite)(
+            grads, new_theta, new_opt_state, state.theta, state.opt_state
+        )
+        needs_reset = ~jax.vmap(_all_finite)(grads) & ~jax.vmap(_all_finite)(estimator_state)
         num_skipped = state.num_skipped + (~ok).astype(jnp.int32)
 
         # PBT: exploit (copy the best over the worst) and explore (perturb the copies).

@@ -80,6 +80,21 @@ def _all_finite(tree: Any) -> jax.Array:
     return jnp.all(jnp.stack(leaves))
 
 
+def _apply_if_finite(
+    grads: Any, new_theta: Any, new_opt_state: Any, theta: Any, opt_state: Any
+) -> tuple[Any, Any, jax.Array]:
+    """``(theta, opt_state, ok)``: the new ones if the meta-gradient and new theta are finite.
+
+    An outer step with a NaN/inf meta-gradient, or one that would make ``theta`` non-finite,
+    is skipped: the old meta-parameters and optimizer state are kept.
+    """
+    ok = jnp.logical_and(_all_finite(grads), _all_finite(new_theta))
+    theta, opt_state = jax.tree.map(
+        lambda new, old: jnp.where(ok, new, old), (new_theta, new_opt_state), (theta, opt_state)
+    )
+    return theta, opt_state, ok
+
+
 def _check_positive_int(name: str, value: Any) -> None:
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name}: expected a positive integer, got {value!r}.")
@@ -263,12 +278,8 @@ class MetaTrainer:
             grad, state.opt_state, state.theta, value=metrics["meta_loss"]
         )
         new_theta = optax.apply_updates(state.theta, updates)
-        # Apply only a finite meta-gradient, and only if theta stays finite.
-        ok = jnp.logical_and(finite, _all_finite(new_theta))
-        theta, opt_state = jax.tree.map(
-            lambda new, old: jnp.where(ok, new, old),
-            (new_theta, new_opt_state),
-            (state.theta, state.opt_state),
+        theta, opt_state, ok = _apply_if_finite(
+            grad, new_theta, new_opt_state, state.theta, state.opt_state
         )
         # A skipped step whose inner runs hold NaN/inf restarts them (see `step`); otherwise
         # they would keep producing non-finite meta-gradients forever.
