@@ -428,3 +428,34 @@ def test_probe_meta_optimizers_known_first_steps_and_ordering():
         st_feedback.probe_meta_optimizers(_Bowl(), lopt)
     with pytest.raises(ValueError, match="num_steps"):
         st_feedback.probe_meta_optimizers(_Bowl(), lopt, snapshots, num_steps=0)
+
+
+class _PoisonedBowl(_Bowl):
+    """`_Bowl`, but the meta-gradient is NaN for a member whose learning rate exceeds 0.3."""
+
+    def meta_gradient(self, theta, state, key):
+        grads, state, metrics = super().meta_gradient(theta, state, key)
+        bad = jnp.exp(theta["log_learning_rate"]) > 0.3
+        grads = jax.tree.map(lambda g: jnp.where(bad, jnp.nan, g), grads)
+        return grads, state, metrics
+
+
+def test_a_member_with_a_non_finite_meta_gradient_is_skipped_alone():
+    lopt = optax_lopt.LearnableSGDM()
+    theta = _sgdm_population([0.1, 0.5, 0.01])
+    trainer = SelfTrainer(_PoisonedBowl(), lopt, population_size=3, theta=theta, exploit_every=5)
+    state, metrics = trainer.step(trainer.init_state())
+    np.testing.assert_array_equal(metrics["skipped"], [False, True, False])
+    np.testing.assert_array_equal(state.num_skipped, [0, 1, 0])
+    chex.assert_trees_all_close(
+        jax.tree.map(lambda x: x[1], state.theta), jax.tree.map(lambda x: x[1], theta)
+    )
+    chex.assert_trees_all_close(
+        jax.tree.map(lambda x: x[1], state.opt_state),
+        jax.tree.map(lambda x: x[1], trainer.init_state().opt_state),
+    )
+    # The others took their first SGD-momentum step, -lr_i * g_i (rule "self").
+    for i, lr in ((0, 0.1), (2, 0.01)):
+        got = jax.tree.map(lambda x, i=i: x[i], state.theta)
+        want = jax.tree.map(lambda x, i=i, lr=lr: x[i] * (1 - lr), theta)
+        chex.assert_trees_all_close(got, want, rtol=1e-5)
