@@ -328,6 +328,19 @@ def report_markdown(spec: str, task: str, r: dict[str, Any]) -> str:
         else "the original is not better than tuned Adam on this task, so there is no "
         "advantage to keep"
     )
+    if math.isnan(a["exponent"]):
+        lrs = ", ".join(_fmt(x) for x in a["learning_rates"])
+        adaptation_text = (
+            f"At the fixed points of |g*| = {', '.join(_fmt(x) for x in a['gradients'])} the "
+            f"effective learning rate -du/dg is {lrs}: positive at fewer than two of them (the "
+            "update grows with g there), so **no power law** lr ~ |g*|^-p is fitted."
+        )
+    else:
+        adaptation_text = (
+            f"At the fixed point of each constant |g*| the effective learning rate follows "
+            f"lr ~ |g*|^-{a['exponent']:.3f} (r2 = {_fmt(a['r2'])}; exponent 1 is RMSProp / "
+            "Adam normalisation, 0 is none)."
+        )
     return f"""# Reverse-engineering report
 
 Optimizer `{spec}`, task `{task}`, {r["task"]["num_steps"]} steps (loss
@@ -357,10 +370,8 @@ gives beta = **{_fmt(m["beta"])}** and lr = **{_fmt(m["learning_rate"])}** (r2 =
 {_fmt(s["peak_learning_rate"])} after a warm-up of {s["warmup_steps"]} steps and ends at
 {_fmt(s["decay"])} of the peak.
 
-**Learning-rate adaptation.** At the fixed point of each constant |g*| the effective learning
-rate follows lr ~ |g*|^-{a["exponent"]:.3f} (r2 = {_fmt(a["r2"])}; exponent 1 is RMSProp / Adam
-normalisation, 0 is none). After a burst of large gradients it takes {_fmt(a["recovery_time"])}
-steps to regain half of its learning rate.
+**Learning-rate adaptation.** {adaptation_text} After a burst of large gradients it takes
+{_fmt(a["recovery_time"])} steps to regain half of its learning rate.
 
 **Distillation.** The fitted mechanisms as an optax chain: `{d["description"]}`. On the task
 its final loss is {_fmt(d["distilled_loss"])}, the original's {_fmt(d["original_loss"])}, tuned

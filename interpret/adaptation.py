@@ -43,8 +43,10 @@ class LRAdaptation:
       gradients: the magnitudes ``|g*|``, ascending, shape ``(N,)``.
       learning_rates: ``-du/dg`` at ``g = 0`` from the fixed point of each, shape ``(N,)``.
       exponent: ``p`` of the least-squares power law ``lr ~ |g*|^-p`` (0: no adaptation,
-        1: ``lr ~ 1/|g*|``).
-      r2: goodness of that power law in log space.
+        1: ``lr ~ 1/|g*|``), fitted on the positive finite learning rates only; NaN when
+        fewer than two are positive (an optimizer whose update grows with ``g`` near its fixed
+        points has no power law to fit; ``learning_rates`` still holds the signed slopes).
+      r2: goodness of that power law in log space (NaN with the exponent).
       recovery_time: steps to recover after a burst (see module docstring).
       recovery_curve: effective learning rate at each step after the burst, normalised by its
         value before the burst, shape ``(max_recovery_steps,)``.

@@ -218,7 +218,10 @@ def plot_schedule(fit: ScheduleFit, path: str | os.PathLike) -> str:
 
 
 def plot_lr_adaptation(fit: LRAdaptation, path: str | os.PathLike) -> str:
-    """Plots the effective learning rate at each fixed point against ``|g*|`` (log-log).
+    """Plots the effective learning rate at each fixed point against ``|g*|``.
+
+    Log-log when a power law was fitted; otherwise (``fit.exponent`` NaN) the signed slopes
+    on a linear axis with a zero line, so an update that grows with ``g`` is visible.
 
     Args:
       fit: an `LRAdaptation`.
@@ -232,9 +235,15 @@ def plot_lr_adaptation(fit: LRAdaptation, path: str | os.PathLike) -> str:
       mechanisms", arXiv 2011.02159.
     """
     fig, ax = _figure()
-    good = fit.learning_rates > 0
-    ax.loglog(fit.gradients[good], fit.learning_rates[good], "o-")
+    if np.isnan(fit.exponent):
+        # No power law (fewer than two positive slopes): show the signed slopes as they are.
+        ax.semilogx(fit.gradients, fit.learning_rates, "o-")
+        ax.axhline(0.0, color="0.6", lw=0.8)
+        ax.set_title("Learning-rate adaptation (no power law: -du/dg <= 0)")
+    else:
+        good = fit.learning_rates > 0
+        ax.loglog(fit.gradients[good], fit.learning_rates[good], "o-")
+        ax.set_title(f"Learning-rate adaptation (lr ~ |g*|^-{fit.exponent:.2f})")
     ax.set_xlabel("constant gradient |g*|")
     ax.set_ylabel("effective learning rate at fixed point")
-    ax.set_title(f"Learning-rate adaptation (lr ~ |g*|^-{fit.exponent:.2f})")
     return _save(fig, path)

@@ -1,6 +1,7 @@
 """Ground truth: the fits recover the known constants of hand-designed optimizers."""
 
 import math
+import os
 
 import jax.numpy as jnp
 import numpy as np
@@ -103,6 +104,15 @@ def test_momentum_sgd_has_no_lr_adaptation():
     fit = interpret.lr_adaptation(optax.sgd(0.05, momentum=0.9), [0.01, 0.1, 1.0, 10.0])
     np.testing.assert_allclose(fit.learning_rates, 0.05, rtol=1e-5)
     assert abs(fit.exponent) < 0.01 and fit.recovery_time == 0.0
+
+
+def test_an_update_that_grows_with_the_gradient_has_no_power_law(tmp_path):
+    # sgd(-0.05) ascends: u = +0.05 g, so -du/dg = -0.05 at every fixed point.
+    fit = interpret.lr_adaptation(optax.sgd(-0.05, momentum=0.5), [0.1, 1.0, 10.0])
+    np.testing.assert_allclose(fit.learning_rates, -0.05, rtol=1e-5)
+    assert np.isnan(fit.exponent) and np.isnan(fit.r2)
+    path = interpret.plot_lr_adaptation(fit, tmp_path / "ascent.png")
+    assert os.path.getsize(path) > 2000
 
 
 def test_fit_bad_inputs():

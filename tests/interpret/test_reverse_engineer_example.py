@@ -46,3 +46,13 @@ def test_report_of_momentum_sgd_on_rosenbrock(example, tmp_path):
     json.dumps(example._jsonable(result), allow_nan=False)
     for name in result["figures"].values():
         assert os.path.getsize(tmp_path / name) > 2000
+
+
+def test_report_says_when_there_is_no_power_law(example, tmp_path):
+    tx = optax.sgd(-0.001, momentum=0.5)  # ascends: -du/dg < 0 at every fixed point
+    loss_fn, params = example.make_task("quadratic", 0)
+    result = example.analyse(tx, loss_fn, params, str(tmp_path), num_steps=20)
+    text = example.report_markdown("ascent", "quadratic", result)
+    adaptation = text.split("**Learning-rate adaptation.**")[1].split("**Distillation.**")[0]
+    assert "**no power law**" in adaptation and "-0.001" in adaptation
+    assert "nan" not in adaptation.lower()
