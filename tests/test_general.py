@@ -117,6 +117,7 @@ def test_loads_as_mlp_lopt_with_its_command_and_evaluation():
     assert argv[:2] == ["python", "examples/meta_train.py"]
     flags = dict(a[2:].split("=", 1) for a in argv[2:])
     assert flags["task_mix"] == "general"
+    assert "task" not in flags  # --task_mix overrides --task, so the command does not carry it
     assert flags["architecture"] == "MLPLOpt"
     first = metadata["evaluation"][0]
     assert first["family"] == "digits_conv" and first["num_instances"] >= 128
