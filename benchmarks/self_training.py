@@ -58,6 +58,7 @@ from optax_lopt.meta import (
     plot_population,
     probe_meta_optimizers,
 )
+from optax_lopt.meta.self_training import RUNNING_LOSS_CAP
 
 _POPULATION_SIZE = flags.DEFINE_integer("population_size", 8, "Self-training members.")
 _NUM_OUTER_STEPS = flags.DEFINE_integer("num_outer_steps", 150, "Outer steps of every run.")
@@ -151,14 +152,15 @@ def _running_mean(values: list[float], decay: float) -> list[float]:
     """The EMA the population is ranked by (first value as is), for the Adam reference."""
     out: list[float] = []
     for v in values:
-        v = min(v, 1e3) if np.isfinite(v) else 1e3
+        v = min(v, RUNNING_LOSS_CAP) if np.isfinite(v) else RUNNING_LOSS_CAP
         out.append(v if not out else decay * out[-1] + (1 - decay) * v)
     return out
 
 
 def _probe_score(losses: np.ndarray) -> list[float]:
     """Per snapshot: median over trainees of the mean meta-loss of the last 10 probe steps."""
-    tail = np.where(np.isfinite(losses), np.minimum(losses, 1e3), 1e3)[:, :, -10:]
+    capped = np.minimum(losses, RUNNING_LOSS_CAP)
+    tail = np.where(np.isfinite(losses), capped, RUNNING_LOSS_CAP)[:, :, -10:]
     return [float(v) for v in np.median(tail.mean(axis=2), axis=1)]
 
 

@@ -84,7 +84,8 @@ FINAL_DIRNAME = "final"
 """The best member's meta-parameters are written with ``optax_lopt.save`` here."""
 
 _CHECKPOINT_FORMAT = 2
-_LOSS_CAP = 1e3  # a non-finite meta-loss counts as this in the running average
+RUNNING_LOSS_CAP = 1e3
+"""A meta-loss above this (or non-finite) counts as this in the running (EMA) meta-loss."""
 
 
 class PopulationState(NamedTuple):
@@ -424,7 +425,9 @@ class SelfTrainer:
                 f"entry, got keys {sorted(metrics)}."
             )
         loss = metrics["meta_loss"].astype(jnp.float32)
-        capped = jnp.where(jnp.isfinite(loss), jnp.minimum(loss, _LOSS_CAP), _LOSS_CAP)
+        capped = jnp.where(
+            jnp.isfinite(loss), jnp.minimum(loss, RUNNING_LOSS_CAP), RUNNING_LOSS_CAP
+        )
         ema = jnp.where(
             state.step == 0, capped, self.ema_decay * state.ema_loss + (1 - self.ema_decay) * capped
         )
