@@ -332,8 +332,9 @@ def report_markdown(spec: str, task: str, r: dict[str, Any]) -> str:
         lrs = ", ".join(_fmt(x) for x in a["learning_rates"])
         adaptation_text = (
             f"At the fixed points of |g*| = {', '.join(_fmt(x) for x in a['gradients'])} the "
-            f"effective learning rate -du/dg is {lrs}: positive at fewer than two of them (the "
-            "update grows with g there), so **no power law** lr ~ |g*|^-p is fitted."
+            f"effective learning rate -du/dg is {lrs}: positive at fewer than two of them, so "
+            "**no power law** lr ~ |g*|^-p is fitted (where it is negative, the update grows "
+            "with g)."
         )
     else:
         adaptation_text = (
