@@ -239,7 +239,7 @@ def plot_lr_adaptation(fit: LRAdaptation, path: str | os.PathLike) -> str:
         # No power law (fewer than two positive slopes): show the signed slopes as they are.
         ax.semilogx(fit.gradients, fit.learning_rates, "o-")
         ax.axhline(0.0, color="0.6", lw=0.8)
-        ax.set_title("Learning-rate adaptation (no power law: < 2 positive slopes)")
+        ax.set_title("Learning-rate adaptation (no power law)")
     else:
         good = fit.learning_rates > 0
         ax.loglog(fit.gradients[good], fit.learning_rates[good], "o-")
