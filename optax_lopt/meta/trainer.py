@@ -95,6 +95,15 @@ def _apply_if_finite(
     return theta, opt_state, ok
 
 
+def _needs_restart(grads: Any, estimator_state: Any) -> jax.Array:
+    """True when a step's meta-gradient is non-finite and the inner runs hold NaN/inf.
+
+    Such runs would keep producing non-finite meta-gradients forever, so the trainers restart
+    them from ``estimator.init``.
+    """
+    return jnp.logical_and(~_all_finite(grads), ~_all_finite(estimator_state))
+
+
 def _check_positive_int(name: str, value: Any) -> None:
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name}: expected a positive integer, got {value!r}.")
@@ -269,7 +278,7 @@ class MetaTrainer:
                 f"entry, got keys {sorted(metrics)}."
             )
         grad_norm = optax.tree.norm(grad)
-        finite = _all_finite(grad)
+        needs_reset = _needs_restart(grad, estimator_state)
         if self.clip_norm is not None:
             scale = jnp.where(grad_norm > self.clip_norm, self.clip_norm / grad_norm, 1.0)
             grad = jax.tree.map(lambda g: (g * scale).astype(g.dtype), grad)
@@ -281,9 +290,6 @@ class MetaTrainer:
         theta, opt_state, ok = _apply_if_finite(
             grad, new_theta, new_opt_state, state.theta, state.opt_state
         )
-        # A skipped step whose inner runs hold NaN/inf restarts them (see `step`); otherwise
-        # they would keep producing non-finite meta-gradients forever.
-        needs_reset = jnp.logical_and(~finite, ~_all_finite(estimator_state))
         skipped = (~ok).astype(jnp.int32)
         new_state = TrainState(
             step=state.step + 1,
