@@ -266,6 +266,21 @@ def test_update_that_would_overflow_theta_is_skipped():
     chex.assert_trees_all_close(theta, LOPT.init(jax.random.key(0)))
 
 
+def test_finite_gradient_whose_norm_overflows_is_skipped_not_clipped_to_zero():
+    # Every entry is finite (about 1e38) but the float32 global norm is inf: the clip would
+    # scale it to exactly zero. The step must count as skipped, with Adam's counter unmoved.
+    estimator = QuadraticEstimator(scale=5e37)
+    trainer = MetaTrainer(estimator, optax.adam(0.1), lopt=LOPT, clip_norm=1.0)
+    state0 = trainer.init_state()
+    grad, _, _ = estimator.meta_gradient(state0.theta, state0.estimator_state, jax.random.key(0))
+    assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grad))
+    state, metrics = trainer.step(state0)
+    assert not np.isfinite(float(metrics["grad_norm"]))
+    assert bool(metrics["skipped"]) and int(state.num_skipped) == 1
+    assert int(state.opt_state[0].count) == 0
+    chex.assert_trees_all_close(state.theta, state0.theta)
+
+
 def test_example_passes_each_estimator_only_its_knobs():
     if not hasattr(optax_lopt.meta, "estimator"):
         pytest.skip("estimators not available")

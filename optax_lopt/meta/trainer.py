@@ -279,6 +279,9 @@ class MetaTrainer:
             )
         grad_norm = optax.tree.norm(grad)
         needs_reset = _needs_restart(grad, estimator_state)
+        # Checked before clipping: a finite gradient whose norm overflows would be scaled to
+        # zero by the clip and applied as a silent no-op instead of counted as skipped.
+        raw = (grad, grad_norm)
         if self.clip_norm is not None:
             scale = jnp.where(grad_norm > self.clip_norm, self.clip_norm / grad_norm, 1.0)
             grad = jax.tree.map(lambda g: (g * scale).astype(g.dtype), grad)
@@ -288,7 +291,7 @@ class MetaTrainer:
         )
         new_theta = optax.apply_updates(state.theta, updates)
         theta, opt_state, ok = _apply_if_finite(
-            grad, new_theta, new_opt_state, state.theta, state.opt_state
+            raw, new_theta, new_opt_state, state.theta, state.opt_state
         )
         skipped = (~ok).astype(jnp.int32)
         new_state = TrainState(
