@@ -311,7 +311,13 @@ def report_markdown(spec: str, task: str, r: dict[str, Any]) -> str:
     fp = r["fixed_points"]
     lin_inputs = ", ".join(_fmt(x) for x in r["linearized_optimizer"]["inputs"])
     lin_losses = ", ".join(_fmt(x) for x in r["linearized_optimizer"]["final_losses"])
-    if math.isinf(c["threshold"]):
+    if math.isnan(c["saturation"]):
+        clip_text = (
+            f"The slope -du/dg near g = 0 is {_fmt(c['learning_rate'])}, not a descent step "
+            f"(or the update is not finite), so there is no linear regime to saturate: "
+            f"**no clipping fit**."
+        )
+    elif math.isinf(c["threshold"]):
         clip_text = (
             f"The update function stays linear up to the largest gradient probed "
             f"(|u| / (lr |g|) = {_fmt(c['saturation'])} there): **no clipping**."

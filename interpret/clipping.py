@@ -37,7 +37,9 @@ class ClippingFit:
       learning_rate: slope ``-du/dg`` near ``g = 0``.
       shape: "hard", "soft" (tanh) or "none".
       r2: goodness of fit of the chosen shape on ``|u|`` (nan for "none").
-      saturation: ``|u| / (lr |g|)`` at the largest gradient probed (1: linear).
+      saturation: ``|u| / (lr |g|)`` at the largest gradient probed (1: linear); nan when
+        the slope near ``g = 0`` is not positive (an ascending update has no descent regime
+        to saturate) or some update is not finite, with ``shape`` "none".
       gradients: the positive gradient magnitudes probed.
       updates: ``|u(g) - u(0)|`` at those magnitudes (mean of both signs).
 

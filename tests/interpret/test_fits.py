@@ -54,6 +54,13 @@ def test_plain_sgd_reports_no_clipping(momentum):
     assert abs(fit.learning_rate - 0.3) < 1e-6
 
 
+def test_ascending_update_has_no_clipping_fit():
+    fit = interpret.fit_clipping(optax.sgd(-0.05))
+    assert fit.shape == "none" and math.isinf(fit.threshold)
+    assert math.isnan(fit.saturation) and math.isnan(fit.r2)
+    assert abs(fit.learning_rate + 0.05) < 1e-6
+
+
 SCHEDULES = {
     "constant": optax.constant_schedule(0.1),
     "linear": optax.linear_schedule(0.5, 0.01, 40),

@@ -56,3 +56,7 @@ def test_report_says_when_there_is_no_power_law(example, tmp_path):
     adaptation = text.split("**Learning-rate adaptation.**")[1].split("**Distillation.**")[0]
     assert "**no power law**" in adaptation and "-0.001" in adaptation
     assert "nan" not in adaptation.lower()
+    clipping = text.split("**Gradient clipping.**")[1].split("**")[0]
+    assert result["clipping"]["learning_rate"] < 0
+    assert "not a descent step" in clipping and "nan" not in clipping.lower()
+    assert "**no clipping fit**" in text
