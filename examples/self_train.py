@@ -41,14 +41,34 @@ FLAGS = flags.FLAGS
 FAMILIES = ("linear_regression", "two_moons")
 
 
-def make_families(two_moons_points: int = 128, horizon: int = 200) -> list[Any]:
-    """The task mix: ``linear_regression`` and a small ``two_moons`` (one hidden layer, 16)."""
-    return [
+def make_families(
+    two_moons_points: int = 128,
+    horizon: int = 200,
+    aux_quadratic_dim: int = 0,
+    aux_quadratic_noise: float = 0.3,
+) -> list[Any]:
+    """The training mix: ``linear_regression``, a small ``two_moons``, an optional quadratic.
+
+    ``two_moons`` has one hidden layer of 16. With ``aux_quadratic_dim > 0`` a noisy quadratic
+    of that dimension is appended: trained on, not evaluated (README's self-training section:
+    it steadies the population).
+    """
+    families = [
         optax_lopt.tasks.family("linear_regression", num_steps=horizon),
         optax_lopt.tasks.family(
             "two_moons", num_points=two_moons_points, hidden_sizes=(16,), num_steps=horizon
         ),
     ]
+    if aux_quadratic_dim:
+        families.append(
+            optax_lopt.tasks.family(
+                "quadratic",
+                dim=aux_quadratic_dim,
+                noise_scale=aux_quadratic_noise,
+                num_steps=horizon,
+            )
+        )
+    return families
 
 
 def make_estimator(lopt, families, num_tasks: int, truncation_length: int, sigma: float):
@@ -58,7 +78,7 @@ def make_estimator(lopt, families, num_tasks: int, truncation_length: int, sigma
             PES(lopt, f, num_tasks=num_tasks, truncation_length=truncation_length, sigma=sigma)
             for f in families
         ],
-        names=FAMILIES,
+        names=(*FAMILIES, "aux_quadratic")[: len(families)],
     )
 
 
@@ -80,6 +100,8 @@ def run(
     step_mult: float = 5e-3,
     feature_clip: float | None = 5.0,
     two_moons_points: int = 128,
+    aux_quadratic_dim: int = 0,
+    aux_quadratic_noise: float = 0.3,
     num_eval_instances: int = 128,
     figure: str | None = None,
     seed: int = 0,
@@ -107,6 +129,9 @@ def run(
       feature_clip: MLPLOpt feature clip (None: off); bounds the step a meta-gradient
         spike causes (the self-referential loop is steadier with it; README).
       two_moons_points: points per two_moons instance.
+      aux_quadratic_dim: dimension of a noisy quadratic added to the training mix (0: none);
+        the held-out evaluation stays on ``linear_regression`` and ``two_moons``.
+      aux_quadratic_noise: gradient-noise scale of that quadratic.
       num_eval_instances: held-out ("test") instances per family.
       figure: PNG path of the population's meta-loss over time (None: none drawn).
       seed: random seed.
@@ -123,7 +148,7 @@ def run(
         feature_clip=feature_clip,
         skip_init="random",
     )
-    families = make_families(two_moons_points, horizon)
+    families = make_families(two_moons_points, horizon, aux_quadratic_dim, aux_quadratic_noise)
     est = make_estimator(lopt, families, num_tasks, truncation_length, sigma)
     trainer = SelfTrainer(
         est,
@@ -144,7 +169,7 @@ def run(
         name: evaluation.evaluate({"self_trained": tx}, f, num_eval_instances)[
             "self_trained"
         ].objective
-        for name, f in zip(FAMILIES, families, strict=True)
+        for name, f in zip(FAMILIES, families[: len(FAMILIES)], strict=True)
     }
     records = read_metrics(workdir)
     if figure:
@@ -181,6 +206,8 @@ def define_flags() -> None:
     flags.DEFINE_float("step_mult", 5e-3, "MLPLOpt step scale.")
     flags.DEFINE_float("feature_clip", 5.0, "MLPLOpt feature clip (0: off).")
     flags.DEFINE_integer("two_moons_points", 128, "Points per two_moons instance.")
+    flags.DEFINE_integer("aux_quadratic_dim", 0, "Noisy quadratic in the training mix (0: none).")
+    flags.DEFINE_float("aux_quadratic_noise", 0.3, "Gradient noise of that quadratic.")
     flags.DEFINE_integer("num_eval_instances", 128, "Held-out instances per family.")
     flags.DEFINE_string("figure", "docs/figures/self_training.png", "Figure path ('' for none).")
     flags.DEFINE_integer("seed", 0, "Random seed.")
@@ -208,6 +235,8 @@ def main(argv: list[str]) -> None:
         step_mult=FLAGS.step_mult,
         feature_clip=FLAGS.feature_clip or None,
         two_moons_points=FLAGS.two_moons_points,
+        aux_quadratic_dim=FLAGS.aux_quadratic_dim,
+        aux_quadratic_noise=FLAGS.aux_quadratic_noise,
         num_eval_instances=FLAGS.num_eval_instances,
         figure=FLAGS.figure or None,
         seed=FLAGS.seed,

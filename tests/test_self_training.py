@@ -401,6 +401,31 @@ def test_example_self_train_runs_and_writes_metrics_figure_and_weights(tmp_path)
     assert lopt.skip_init == "random"
 
 
+def test_example_aux_quadratic_is_trained_on_but_not_evaluated(tmp_path):
+    families = self_train.make_families(16, 8, aux_quadratic_dim=5, aux_quadratic_noise=0.2)
+    assert len(families) == 3 and families[2].dim == 5 and families[2].noise_scale == 0.2
+    assert len(self_train.make_families(16, 8)) == 2
+    lopt = optax_lopt.MLPLOpt(hidden_sizes=(4,), momentum_decays=(0.9,), skip_init="random")
+    est = self_train.make_estimator(lopt, families, 1, 4, 0.01)
+    assert est.names == ("linear_regression", "two_moons", "aux_quadratic")
+    summary = self_train.run(
+        workdir=str(tmp_path),
+        population_size=2,
+        num_outer_steps=1,
+        num_tasks=1,
+        truncation_length=4,
+        horizon=8,
+        hidden_size=4,
+        two_moons_points=16,
+        aux_quadratic_dim=5,
+        num_eval_instances=2,
+        momentum_decays=(0.9,),
+    )
+    assert set(summary["held_out"]) == {"linear_regression", "two_moons"}
+    # Three families x 1 task x 2 particles x 4 steps x 2 members x 1 outer step.
+    assert summary["inner_steps"] == 48
+
+
 def test_probe_meta_optimizers_known_first_steps_and_ordering():
     lopt = optax_lopt.LearnableSGDM()
     learning_rates = [0.01, 0.1, 0.5]
