@@ -312,7 +312,8 @@ def main(argv: list[str]) -> None:
         f"{_STEP_MULT.value}, random init), {steps} outer steps, {inner_steps} inner steps "
         f"each ({machine})"
     )
-    print(f"Training mix: {', '.join(type(f).__name__ for f in training)}; evaluated on {_NAMES}")
+    mix = ", ".join(type(f).__name__ for f in training)
+    print(f"Training mix: {mix}; evaluated on {', '.join(_NAMES)}")
     print(f"{'meta-trainer':<34}{'lin. regr.':>11}{'two moons':>11}{'mean':>9}{'train s':>9}")
     print(
         f"{f'self-trained ({size} members, member {member})':<34}"

@@ -314,8 +314,8 @@ def report_markdown(spec: str, task: str, r: dict[str, Any]) -> str:
     if math.isnan(c["saturation"]):
         clip_text = (
             f"The slope -du/dg near g = 0 is {_fmt(c['learning_rate'])}, not a descent step "
-            f"(or the update is not finite), so there is no linear regime to saturate: "
-            f"**no clipping fit**."
+            "(or the update is not finite), so there is no linear regime to saturate: "
+            "**no clipping fit**."
         )
     elif math.isinf(c["threshold"]):
         clip_text = (
