@@ -18,8 +18,8 @@ With ``--aux_quadratic_dim=D`` (default 0: off) both trainings also meta-train o
 ``D``-dimensional quadratic (``--aux_quadratic_noise``), with the same tasks per member and
 the inner-step budget counting it; evaluation stays on the two families above. The paper
 credits its diverse task distribution for making the meta-problem learnable. At dimension 100
-and noise 0.3 it is the closest configuration found (at least as good as Adam on 6 seeds of
-10); other dimensions and noise levels collapse more often (README's self-training section).
+and noise 0.3 it is the closest configuration found (at least as good as Adam on 10 seeds of
+20, medians level); other dimensions and noise levels collapse more often (README).
 
 The self-trained optimizer reported is the member with the best meta-objective on the "tune"
 split (never "test"). Both are evaluated with ``optax_lopt.evaluation`` on the same held-out
