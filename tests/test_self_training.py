@@ -378,20 +378,26 @@ def test_bad_arguments_are_named():
         trainer.train(-1)
 
 
+# The example's run() at the smallest sizes that still exercise every part of it.
+_TINY_EXAMPLE = dict(
+    population_size=2,
+    num_tasks=1,
+    truncation_length=4,
+    horizon=8,
+    hidden_size=4,
+    two_moons_points=16,
+    num_eval_instances=2,
+    momentum_decays=(0.9,),
+)
+
+
 def test_example_self_train_runs_and_writes_metrics_figure_and_weights(tmp_path):
     summary = self_train.run(
         workdir=str(tmp_path),
-        population_size=2,
         num_outer_steps=2,
-        num_tasks=1,
-        truncation_length=4,
-        horizon=8,
         exploit_every=1,
-        hidden_size=4,
-        two_moons_points=16,
-        num_eval_instances=2,
         figure=str(tmp_path / "population.png"),
-        momentum_decays=(0.9,),
+        **_TINY_EXAMPLE,
     )
     assert os.path.exists(tmp_path / "population.png")
     assert len(read_metrics(tmp_path)) == 2
@@ -409,17 +415,7 @@ def test_example_aux_quadratic_is_trained_on_but_not_evaluated(tmp_path):
     est = self_train.make_estimator(lopt, families, 1, 4, 0.01)
     assert est.names == ("linear_regression", "two_moons", "aux_quadratic")
     summary = self_train.run(
-        workdir=str(tmp_path),
-        population_size=2,
-        num_outer_steps=1,
-        num_tasks=1,
-        truncation_length=4,
-        horizon=8,
-        hidden_size=4,
-        two_moons_points=16,
-        aux_quadratic_dim=5,
-        num_eval_instances=2,
-        momentum_decays=(0.9,),
+        workdir=str(tmp_path), num_outer_steps=1, aux_quadratic_dim=5, **_TINY_EXAMPLE
     )
     assert set(summary["held_out"]) == {"linear_regression", "two_moons"}
     # Three families x 1 task x 2 particles x 4 steps x 2 members x 1 outer step.
