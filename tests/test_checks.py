@@ -1,0 +1,49 @@
+"""The shared argument checks: accepted values come back normalised, the rest are named."""
+
+import numpy as np
+import pytest
+
+from optax_lopt import _checks
+
+
+@pytest.mark.parametrize("value", [1, 7, np.int64(4), np.int32(1)])
+def test_positive_int_accepts_python_and_numpy_integers(value):
+    out = _checks.positive_int("num_tasks", value)
+    assert out == int(value) and type(out) is int
+
+
+@pytest.mark.parametrize("value", [0, -3, True, 2.0, "4", None, np.float32(3)])
+def test_positive_int_names_the_argument(value):
+    with pytest.raises(ValueError, match=r"^num_tasks: expected a positive integer, got"):
+        _checks.positive_int("num_tasks", value)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 0.0, -1, True, "0.9"])
+def test_positive_refuses_non_finite_non_positive_and_non_numbers(value):
+    with pytest.raises(ValueError, match=r"^lr: expected a finite positive number"):
+        _checks.positive("lr", value)
+
+
+def test_unit_interval_ends():
+    assert _checks.in_unit_interval("beta", 0.0, closed_low=True) == 0.0
+    with pytest.raises(ValueError, match=r"beta: expected a number in \(0, 1\)"):
+        _checks.in_unit_interval("beta", 0.0)
+    with pytest.raises(ValueError, match=r"beta: expected a number in \(0, 1\]"):
+        _checks.in_unit_interval("beta", 1.5, closed_high=True)
+    assert _checks.in_unit_interval("beta", np.float32(0.5)) == 0.5
+
+
+def test_one_of_lists_the_choices():
+    assert _checks.one_of("--task", "a", ["a", "b"]) == "a"
+    with pytest.raises(ValueError, match=r"--task: expected one of 'a', 'b'; got 'c'"):
+        _checks.one_of("--task", "c", ["a", "b"])
+
+
+def test_integer_minimum_and_non_negative():
+    assert _checks.integer("step", -2) == -2
+    assert _checks.non_negative_int("step", np.int64(0)) == 0
+    with pytest.raises(ValueError, match=r"step: expected an integer >= 3"):
+        _checks.integer("step", 2, minimum=3)
+    with pytest.raises(ValueError, match=r"step: expected a non-negative integer"):
+        _checks.non_negative_int("step", -1)
+    assert _checks.finite("x", -1e30) == -1e30
