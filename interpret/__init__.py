@@ -13,18 +13,18 @@ References:
 """
 
 from interpret.adaptation import LRAdaptation, lr_adaptation
-from interpret.clipping import ClippingFit, fit_clipping
-from interpret.distill import (
+from interpret.advantage import (
     AdaptiveScaleState,
     AdvantageKept,
-    Distilled,
     advantage_kept,
-    distill,
     scale_by_power_rms,
 )
+from interpret.clipping import ClippingFit, fit_clipping
+from interpret.distill import MECHANISMS, Distilled, ModesState, distill, scale_by_modes
 from interpret.figures import (
     plot_eigenvalues,
     plot_lr_adaptation,
+    plot_modes,
     plot_schedule,
     plot_trajectories,
     plot_update_functions,
@@ -36,9 +36,20 @@ from interpret.linearize import (
     linearize,
     linearized_optimizer,
 )
+from interpret.modes import HeavyBall, MomentumModes, heavy_ball_optimum, momentum_modes
 from interpret.momentum import MomentumFit, fit_momentum, momentum_updates, r_squared
 from interpret.probe import ProbeState, Records, Rollout, probe, records, rollout
-from interpret.schedule import ScheduleFit, fit_schedule
+from interpret.problem import (
+    GradientStats,
+    Problem,
+    Recording,
+    gradient_stats,
+    problem_from_loss,
+    record,
+)
+from interpret.report import Report, reverse_engineer, write_report
+from interpret.schedule import ScheduleFit, fit_schedule, zero_gradient_schedule
+from interpret.shape import UpdateShape, update_shape, update_shapes
 from interpret.system import ScalarSystem, effective_learning_rate, scalar_system, typical_state
 from interpret.update_function import UpdateFunction, update_function
 
@@ -48,16 +59,25 @@ __all__ = [
     "ClippingFit",
     "Distilled",
     "FixedPoints",
+    "GradientStats",
+    "HeavyBall",
     "LRAdaptation",
     "Linearization",
     "LinearizedState",
+    "MECHANISMS",
+    "ModesState",
     "MomentumFit",
+    "MomentumModes",
     "ProbeState",
+    "Problem",
+    "Recording",
     "Records",
+    "Report",
     "Rollout",
     "ScalarSystem",
     "ScheduleFit",
     "UpdateFunction",
+    "UpdateShape",
     "advantage_kept",
     "distill",
     "effective_learning_rate",
@@ -65,21 +85,33 @@ __all__ = [
     "fit_momentum",
     "fit_schedule",
     "fixed_points",
+    "gradient_stats",
+    "heavy_ball_optimum",
     "linearize",
     "linearized_optimizer",
     "lr_adaptation",
+    "momentum_modes",
     "momentum_updates",
     "plot_eigenvalues",
     "plot_lr_adaptation",
+    "plot_modes",
     "plot_schedule",
     "plot_trajectories",
     "plot_update_functions",
     "probe",
+    "problem_from_loss",
     "r_squared",
+    "record",
     "records",
+    "reverse_engineer",
     "rollout",
     "scalar_system",
+    "scale_by_modes",
     "scale_by_power_rms",
     "typical_state",
     "update_function",
+    "update_shape",
+    "update_shapes",
+    "write_report",
+    "zero_gradient_schedule",
 ]

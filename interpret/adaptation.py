@@ -78,6 +78,7 @@ def lr_adaptation(
     burst_steps: int = 10,
     max_recovery_steps: int = 5000,
     recovery_fraction: float = 0.5,
+    input_step: float | None = None,
     **fixed_point_kwargs: Any,
 ) -> LRAdaptation:
     """Effective learning rate at the fixed point of each constant gradient magnitude.
@@ -89,6 +90,10 @@ def lr_adaptation(
       burst_steps: length of the burst of the largest magnitude.
       max_recovery_steps: steps simulated after the burst.
       recovery_fraction: fraction of the pre-burst learning rate that counts as recovered.
+      input_step: when given, the effective learning rate is the secant slope
+        ``-(u(s | h*) - u(-s | h*)) / 2s`` at this step instead of the derivative at
+        ``g = 0``, which is zero for rules with a jump there (sign-like inputs); use the median
+        observed gradient (`interpret.GradientStats.scale`).
       **fixed_point_kwargs: passed to `interpret.fixed_points`.
 
     Returns:
@@ -111,7 +116,13 @@ def lr_adaptation(
     fps = fixed_points(system, mags, step=step, **fixed_point_kwargs)
     clock = system.clock_at(step)
 
+    if input_step is not None and not (np.isfinite(input_step) and input_step > 0):
+        raise ValueError(f"input_step: expected a positive number, got {input_step!r}.")
+
     def slope(h, clock):
+        if input_step is not None:
+            s = jnp.asarray(input_step, system.dtype)
+            return -(system.update(h, s, clock) - system.update(h, -s, clock)) / (2 * s)
         return -jax.grad(lambda g: system.update(h, g, clock))(jnp.zeros((), system.dtype))
 
     lrs = np.asarray(

@@ -1,27 +1,45 @@
-"""Distillation: the fitted mechanisms composed into an ordinary optax chain.
+"""Distillation: an optimizer's mechanisms composed into a runnable optax chain.
 
-`distill` fits momentum, clipping, a schedule and learning-rate adaptation to a transformation
-and composes them, in that order of application to the gradient,
+`distill` drives the optimizer's one-coordinate system with gradient sequences it actually
+saw (``gradients=``, e.g. a `interpret.Recording`'s; Gaussian ones at ``gradient_scale``
+otherwise), takes its updates, and fits the chain
 
-    clip(threshold) -> adaptive scaling |v|^(-exponent/2) -> trace(beta) -> scale(-lr * s(t)),
+    clip(c) -> input map -> momentum modes (beta_k, w_k) -> output map -> scale(-lr * s(t))
 
-where ``v`` is an exponential moving average of ``g^2`` whose decay reproduces the measured
-recovery time and ``s(t)`` the measured schedule (``ScheduleFit.learning_rates``, held at its
-last value afterwards); with a schedule, momentum is fitted relative to it, so ``lr`` is a
-factor near 1. Parts that were not detected are left out (no clipping when the threshold is inf, no
-adaptation when the exponent is below 0.1). `advantage_kept` measures, on a task, how much of
-the original optimizer's advantage over a tuned Adam the distilled chain keeps.
+from a small vocabulary, one choice per mechanism:
+
+- **clipping** ``clip(c)``: the threshold where the update function saturates
+  (`interpret.fit_clipping` at a visited state), kept only if it improves the fit;
+- **input map**: none, ``sign`` (sign-SGD-like rules, which a jump at ``g = 0`` reveals) or
+  ``normalise`` (division by the root-mean-square gradient, RMSProp's learning-rate
+  adaptation, with decay beta_2);
+- **momentum** (one to three modes): averages ``m_k = beta_k m_k + (1 - beta_k) x`` whose
+  decays are the optimizer's own linearised modes (`interpret.momentum_modes` at its
+  convergence fixed point) plus a fixed bank, chosen by forward selection and summed with
+  least-squares weights ``w_k`` (``beta = 0`` is the direct term);
+- **output map**: none or ``sign`` (Lion-like: the sign of a mix of the gradient and a momentum);
+- **schedule** ``s(t)``: the least-squares scale of each step, normalised to peak 1 (held at
+  its last value after ``schedule_steps``), or a constant.
+
+Every combination is fitted in closed form or by a small grid and the one whose updates match
+best (``r2``) wins. `Distilled.ablations` refits with each mechanism removed in turn, so a
+benchmark can measure what each one is worth. What the chain cannot reproduce (``1 - r2``) is
+what the vocabulary misses.
 
 References:
   Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
   mechanisms", arXiv 2011.02159.
+  Bernstein et al., "signSGD: Compressed Optimisation for Non-Convex Problems",
+  arXiv 1802.04434; Chen et al., "Symbolic Discovery of Optimization Algorithms" (Lion),
+  arXiv 2302.06675.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -30,286 +48,391 @@ import numpy as np
 import optax
 
 from interpret import system as _system
-from interpret.adaptation import LRAdaptation, lr_adaptation
-from interpret.clipping import ClippingFit, fit_clipping
-from interpret.momentum import MomentumFit, fit_momentum
-from interpret.schedule import ScheduleFit, fit_schedule
+from interpret.advantage import scale_by_power_rms
+from interpret.clipping import fit_clipping
+from interpret.momentum import r_squared
 
-_MIN_EXPONENT = 0.1
+BETA_BANK = (0.0, 0.5, 0.8, 0.9, 0.95, 0.99)
+"""Momentum decays always offered to the fit, besides the optimizer's own modes."""
+
+MECHANISMS = ("clipping", "sign", "normalise", "momentum", "output sign", "schedule")
+"""The mechanisms `distill` can find; `Distilled.mechanisms` lists those it kept."""
+
+_RMS_DECAYS = (0.9, 0.99, 0.999)
+_PARSIMONY = 2e-3
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """One member of the vocabulary (see module docstring)."""
+
+    clip: float | None = None
+    input_map: str = "none"  # "none", "sign" or "normalise"
+    rms_decay: float = 0.99
+    betas: tuple[float, ...] = (0.0,)
+    output_sign: bool = False
+    schedule: bool = True
+
+    @property
+    def mechanisms(self) -> tuple[str, ...]:
+        found = []
+        if self.clip is not None:
+            found.append("clipping")
+        if self.input_map != "none":
+            found.append(self.input_map)
+        if any(b > 0 for b in self.betas):
+            found.append("momentum")
+        if self.output_sign:
+            found.append("output sign")
+        if self.schedule:
+            found.append("schedule")
+        return tuple(found)
 
 
 @dataclasses.dataclass(frozen=True)
 class Distilled:
-    """A distilled optimizer and the fits it was built from.
+    """A distilled optimizer.
 
     Attributes:
       tx: the optax chain (a drop-in ``GradientTransformation``).
-      momentum: the `MomentumFit`.
-      clipping: the `ClippingFit`.
-      schedule: the `ScheduleFit` (None when no schedule was fitted).
-      adaptation: the `LRAdaptation` (None when not measured).
-      adaptation_decay: decay of the squared-gradient average (None without adaptation).
-      learning_rate: the base learning rate of the chain.
       description: the chain in words.
-
-    References:
-      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
-      mechanisms", arXiv 2011.02159.
+      mechanisms: the mechanisms it has (names from `MECHANISMS`).
+      r2: how well its updates match the original's on the fitting sequences (1: exactly).
+      betas: the momentum decays of its modes; ``weights``: their weights (with the sign that
+        makes ``u = -lr * s(t) * sum_k w_k m_k`` a descent step).
+      learning_rate: ``lr``.
+      schedule: ``s(t)`` per step, peak 1 (None: constant).
+      spec: the vocabulary choice.
+      ablations: mechanism -> the `Distilled` refitted without it (empty for an ablation).
     """
 
     tx: optax.GradientTransformation
-    momentum: MomentumFit
-    clipping: ClippingFit
-    schedule: ScheduleFit | None
-    adaptation: LRAdaptation | None
-    adaptation_decay: float | None
-    learning_rate: float
     description: str
+    mechanisms: tuple[str, ...]
+    r2: float
+    betas: tuple[float, ...]
+    weights: tuple[float, ...]
+    learning_rate: float
+    schedule: np.ndarray | None
+    spec: Spec
+    ablations: dict[str, Distilled] = dataclasses.field(default_factory=dict)
 
 
-class AdaptiveScaleState(NamedTuple):
-    """State of `scale_by_power_rms`: step count and average of squared gradients.
+class ModesState(NamedTuple):
+    """State of `scale_by_modes`: one average per mode, trailing dimension ``len(betas)``."""
 
-    References:
-      Kingma, Ba, "Adam: A Method for Stochastic Optimization", arXiv 1412.6980.
-    """
-
-    count: jax.Array
-    nu: Any
+    averages: Any
 
 
-def scale_by_power_rms(
-    exponent: float, decay: float, eps: float = 1e-12
+def scale_by_modes(
+    betas: Sequence[float], weights: Sequence[float]
 ) -> optax.GradientTransformation:
-    """Scales gradients by ``(v_hat + eps)^(-exponent / 2)``, ``v`` an EMA of ``g^2``.
-
-    ``exponent = 1`` is RMSProp's normalisation (with bias correction, as in Adam).
+    """``sum_k w_k m_k`` with ``m_k = beta_k m_k + (1 - beta_k) g``: several momenta at once.
 
     Args:
-      exponent: power ``p`` of the root-mean-square to divide by.
-      decay: decay of the moving average, in (0, 1).
-      eps: added to ``v_hat`` before the power.
+      betas: decays in ``[0, 1)`` (0 is the gradient itself).
+      weights: one weight per decay.
 
     Returns:
-      An ``optax.GradientTransformation``.
-
-    References:
-      Kingma, Ba, "Adam: A Method for Stochastic Optimization", arXiv 1412.6980.
+      An ``optax.GradientTransformation``; non-finite gradients count as zero.
     """
-    if not 0 < decay < 1:
-        raise ValueError(f"decay: expected a number in (0, 1), got {decay!r}.")
+    b = np.asarray(betas, np.float64)
+    w = np.asarray(weights, np.float64)
+    if b.ndim != 1 or b.shape != w.shape or b.size == 0 or np.any((b < 0) | (b >= 1)):
+        raise ValueError(
+            f"betas, weights: expected equal-length lists with betas in [0, 1), got {betas!r}, "
+            f"{weights!r}."
+        )
+    b32, w32 = jnp.asarray(b, jnp.float32), jnp.asarray(w, jnp.float32)
 
     def init_fn(params):
-        return AdaptiveScaleState(jnp.zeros((), jnp.int32), jax.tree.map(jnp.zeros_like, params))
+        return ModesState(
+            jax.tree.map(lambda p: jnp.zeros(jnp.shape(p) + b.shape, jnp.float32), params)
+        )
 
     def update_fn(updates, state, params=None):
         del params
-        clean = jax.tree.map(lambda g: jnp.where(jnp.isfinite(g), g, 0.0), updates)
-        nu = jax.tree.map(lambda v, g: decay * v + (1 - decay) * g * g, state.nu, clean)
-        count = optax.safe_increment(state.count)
-        correction = 1 - decay ** count.astype(jnp.float32)
-        scaled = jax.tree.map(
-            lambda g, v: (g * (v / correction + eps) ** (-exponent / 2)).astype(g.dtype),
-            clean,
-            nu,
-        )
-        return scaled, AdaptiveScaleState(count, nu)
+
+        def one(g, m):
+            x = jnp.where(jnp.isfinite(g), g, 0.0).astype(jnp.float32)[..., None]
+            m = b32 * m + (1 - b32) * x
+            return (m @ w32).astype(jnp.asarray(g).dtype), m
+
+        pairs = jax.tree.map(one, updates, state.averages)
+        outer = jax.tree.structure(updates)
+        new_updates, averages = jax.tree.transpose(outer, jax.tree.structure((0, 0)), pairs)
+        return new_updates, ModesState(averages)
 
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-def _decay_for_recovery(adaptation: LRAdaptation) -> float:
-    """The EMA decay whose recovery time after the burst matches the measured one."""
-    burst_steps, fraction = adaptation.burst_steps, adaptation.recovery_fraction
-    if not math.isfinite(adaptation.recovery_time):
-        return 0.9999
-    small, large = adaptation.gradients[0] ** 2, adaptation.gradients[-1] ** 2
-    p = max(adaptation.exponent, _MIN_EXPONENT)
-    target = small * fraction ** (-2 / p)
-    best, best_err = 0.9, float("inf")
-    for d in 1 - np.logspace(-0.3, -4, 200):  # fast to slow: ties go to the faster decay
-        v = d**burst_steps * small + (1 - d**burst_steps) * large
-        n = 0.0 if v <= target else math.log((target - small) / (v - small)) / math.log(d)
-        err = abs(n - adaptation.recovery_time)
-        if err < best_err:
-            best, best_err = float(d), err
-    return best
+# ----------------------------------------------------------------------------- fitting
+def _ema(x: np.ndarray, beta: float) -> np.ndarray:
+    if beta == 0:
+        return x
+    out, m = np.empty_like(x), np.zeros(x.shape[1:])
+    for t in range(x.shape[0]):
+        m = beta * m + (1 - beta) * x[t]
+        out[t] = m
+    return out
+
+
+def _input(g: np.ndarray, spec: Spec) -> np.ndarray:
+    x = g if spec.clip is None else np.clip(g, -spec.clip, spec.clip)
+    if spec.input_map == "sign":
+        return np.sign(x)
+    if spec.input_map == "normalise":
+        v = _ema(x * x, spec.rms_decay)
+        correction = 1 - spec.rms_decay ** np.arange(1, len(x) + 1)
+        return x / np.sqrt(v / correction[:, None] + 1e-12)
+    return x
+
+
+def _scales(u: np.ndarray, f: np.ndarray, per_step: bool) -> np.ndarray:
+    if per_step:
+        return np.sum(u * f, 1) / np.maximum(np.sum(f * f, 1), 1e-300)
+    return np.full(len(u), np.sum(u * f) / max(np.sum(f * f), 1e-300))
+
+
+def _fit_weights(u, feats, per_step, iterations=12):
+    """Weights w and per-step scales s with u_t ~ s_t * sum_k w_k f_k,t (alternating LS)."""
+    s = np.ones(len(u))
+    for _ in range(iterations if per_step else 1):
+        x = np.stack([(s[:, None] * f).ravel() for f in feats], 1)
+        w, *_ = np.linalg.lstsq(x, u.ravel(), rcond=None)
+        z = np.tensordot(w, np.stack(feats), 1)
+        s = _scales(u, z, per_step)
+    return w, s, s[:, None] * z
+
+
+def _fit_linear(u, feats, betas, per_step, max_modes=3, min_gain=2e-3):
+    """Forward selection of at most ``max_modes`` decays, then their weights and scales."""
+    chosen, best = [], (-np.inf, None)
+    while len(chosen) < min(max_modes, len(feats)):
+        trials = []
+        for k in set(range(len(feats))) - set(chosen):
+            w, s, pred = _fit_weights(u, [feats[i] for i in chosen + [k]], per_step)
+            trials.append((r_squared(u, pred), k, w, s, pred))
+        r2, k, w, s, pred = max(trials, key=lambda t: t[0])
+        if chosen and r2 < best[0] + min_gain:
+            break
+        chosen.append(k)
+        best = (r2, (w, s, pred))
+    w, s, pred = best[1]
+    order = np.argsort([betas[i] for i in chosen])
+    return tuple(betas[chosen[i]] for i in order), w[order], s, pred
+
+
+def _fit_sign_output(u, feats, betas, per_step):
+    """The best ``sign(cos a * f_0 + sin a * f_k)`` over modes ``k`` and angles ``a``."""
+
+    def score(k, a):
+        o = np.sign(np.cos(a) * feats[0] + np.sin(a) * feats[k])
+        s = _scales(u, o, per_step)
+        return r_squared(u, s[:, None] * o), s, s[:, None] * o
+
+    grid = np.linspace(0, np.pi, 48, endpoint=False)
+    _, k, a = max((score(k, a)[0], k, a) for k in range(1, len(feats)) for a in grid)
+    lo, hi = a - np.pi / 48, a + np.pi / 48
+    ratio = (np.sqrt(5) - 1) / 2
+    for _ in range(30):  # golden section on the angle
+        x1, x2 = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+        if score(k, x1)[0] > score(k, x2)[0]:
+            hi = x2
+        else:
+            lo = x1
+    a = 0.5 * (lo + hi)
+    _, s, pred = score(k, a)
+    return (betas[0], betas[k]), np.array([np.cos(a), np.sin(a)]), s, pred
+
+
+def _fit(spec: Spec, g: np.ndarray, u: np.ndarray) -> tuple[float, tuple, np.ndarray, np.ndarray]:
+    """Fits ``spec``'s weights and scales; returns ``(r2, betas, weights, scales)``."""
+    x = _input(g, spec)
+    feats = [_ema(x, b) for b in spec.betas]
+    if spec.output_sign and len(feats) > 1:
+        betas, w, s, pred = _fit_sign_output(u, feats, spec.betas, spec.schedule)
+    else:
+        betas, w, s, pred = _fit_linear(u, feats, spec.betas, spec.schedule)
+    return r_squared(u, pred), tuple(betas), np.asarray(w), s
+
+
+def _build(spec: Spec, betas, weights, scales, schedule_steps) -> Distilled:
+    """The optax chain of a fitted spec."""
+    parts, words = [], []
+    if spec.clip is not None:
+        parts.append(optax.clip(spec.clip))
+        words.append(f"clip({spec.clip:.3g})")
+    if spec.input_map == "sign":
+        parts.append(optax.scale_by_sign())
+        words.append("sign")
+    elif spec.input_map == "normalise":
+        parts.append(scale_by_power_rms(1.0, spec.rms_decay))
+        words.append(f"normalise(rms decay {spec.rms_decay:g})")
+    # u = s_t * sum_k w_k m_k  ==  -lr * profile_t * sum_k (-c w_k) m_k, with lr > 0 and
+    # profile = c * s / lr peaking at 1, c the sign of the typical scale
+    lr = float(np.max(np.abs(scales))) or 1.0
+    c = float(np.sign(np.mean(scales)) or 1.0)
+    profile = c * scales / lr
+    weights = -c * np.asarray(weights, np.float64)
+    norm = float(np.sum(np.abs(weights))) or 1.0  # weights sum to 1 in magnitude
+    lr, weights = (lr if spec.output_sign else lr * norm), weights / norm
+    parts.append(scale_by_modes(betas, weights))
+    words.append(
+        "modes(" + ", ".join(f"{w:.3g}*m[{b:g}]" for b, w in zip(betas, weights, strict=True)) + ")"
+    )
+    if spec.output_sign:
+        parts.append(optax.scale_by_sign())
+        words.append("sign")
+    if spec.schedule:
+        steps = len(profile) if schedule_steps is None else min(schedule_steps, len(profile))
+        table = jnp.asarray(profile[:steps], jnp.float32)
+        parts.append(optax.scale_by_schedule(lambda c: -lr * table[jnp.minimum(c, steps - 1)]))
+        words.append(f"scale(-{lr:.3g} * schedule[{steps} steps])")
+        schedule = np.asarray(profile[:steps])
+    else:
+        parts.append(optax.scale(-lr))
+        words.append(f"scale(-{lr:.3g})")
+        schedule = None
+    return Distilled(
+        tx=optax.chain(*parts),
+        description=" -> ".join(words),
+        mechanisms=spec.mechanisms,
+        r2=float("nan"),
+        betas=tuple(float(b) for b in betas),
+        weights=tuple(float(w) for w in weights),
+        learning_rate=float(lr),
+        schedule=schedule,
+        spec=spec,
+    )
+
+
+def _without(spec: Spec, mechanism: str) -> Spec:
+    if mechanism == "clipping":
+        return dataclasses.replace(spec, clip=None)
+    if mechanism in ("sign", "normalise"):
+        return dataclasses.replace(spec, input_map="none")
+    if mechanism == "output sign":
+        return dataclasses.replace(spec, output_sign=False)
+    if mechanism == "schedule":
+        return dataclasses.replace(spec, schedule=False)
+    if mechanism == "momentum":  # no memory: the (mapped) gradient itself
+        return dataclasses.replace(spec, betas=(0.0,))
+    raise ValueError(f"mechanism: expected one of {MECHANISMS}, got {mechanism!r}.")
+
+
+def _candidates(clip, betas, schedule_allowed):
+    for clip_, input_map, output_sign in itertools.product(
+        (None, clip) if clip is not None else (None,), ("none", "sign", "normalise"), (False, True)
+    ):
+        decays = _RMS_DECAYS if input_map == "normalise" else (0.99,)
+        for decay in decays:
+            yield Spec(clip_, input_map, decay, betas, output_sign, schedule_allowed)
+
+
+def _streams(system, gradients, gradient_scale, steps, seed):
+    if gradients is None:
+        g = gradient_scale * jax.random.normal(jax.random.key(seed), (steps, 64), system.dtype)
+    else:
+        g = np.asarray(gradients, np.float64)
+        if g.ndim == 1:
+            g = g[:, None]
+        if g.ndim != 2 or g.shape[0] < 3 or not np.all(np.isfinite(g)):
+            raise ValueError(
+                f"gradients: expected a finite (num_steps >= 3, K) array, got shape {g.shape}."
+            )
+        g = jnp.asarray(g, system.dtype)
+    _, u = jax.jit(jax.vmap(system.run, in_axes=1, out_axes=1))(g)
+    return np.asarray(g, np.float64), np.asarray(u, np.float64)
 
 
 def distill(
     tx: optax.GradientTransformation | _system.ScalarSystem,
     *,
+    gradients: Any = None,
+    gradient_scale: float = 1.0,
     schedule_steps: int | None = None,
-    adaptation_gradients: Sequence[float] | None = (1e-2, 1e-1, 1.0),
-    momentum: MomentumFit | None = None,
-    clipping: ClippingFit | None = None,
-    schedule: ScheduleFit | None = None,
-    adaptation: LRAdaptation | None = None,
-    clipping_state: Any = None,
+    betas: Sequence[float] = (),
+    ablate: bool = True,
+    seed: int = 0,
 ) -> Distilled:
-    """Fits ``tx``'s mechanisms and composes them into an optax chain.
+    """Fits the chain of the module docstring to ``tx``'s updates on ``gradients``.
 
     Args:
       tx: an optax transformation (or a `ScalarSystem`).
-      schedule_steps: steps of schedule to fit and reproduce (None: constant learning rate).
-      adaptation_gradients: magnitudes for `interpret.lr_adaptation` (None: no adaptation).
-      momentum, clipping, schedule, adaptation: fits already computed (skips refitting).
-        Fits not given are made with gradients of standard deviation ``min(1, threshold /
-        4)``, inside the linear range of any clipping.
-      clipping_state: state at which to fit clipping (see `interpret.fit_clipping`).
+      gradients: gradient sequences the optimizer saw, ``(T, K)`` (a `interpret.Recording`'s
+        ``gradients``); None: ``K = 64`` Gaussian sequences of standard deviation
+        ``gradient_scale`` and length ``schedule_steps`` (200 when that is None).
+      gradient_scale: see ``gradients``.
+      schedule_steps: steps of schedule to fit (None: a constant learning rate; otherwise at
+        most ``T``).
+      betas: extra momentum decays to offer the fit, e.g. ``momentum_modes(...).betas[:2]``.
+      ablate: also refit without each mechanism found (`Distilled.ablations`).
+      seed: seed of the Gaussian sequences.
 
     Returns:
       A `Distilled`.
-
-    References:
-      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
-      mechanisms", arXiv 2011.02159.
     """
     system = _system._as_system(tx)
-    clipping = clipping or fit_clipping(system, state=clipping_state)
-    # Fit schedule and momentum in the linear regime, below any clipping threshold, and
-    # momentum relative to the schedule when there is one.
-    scale = min(1.0, clipping.threshold / 4) if math.isfinite(clipping.threshold) else 1.0
-    if schedule is None and schedule_steps is not None:
-        schedule = fit_schedule(system, schedule_steps, gradient_scale=scale)
-    if momentum is None:
-        momentum = fit_momentum(
-            system,
-            gradient_scale=scale,
-            learning_rates=None if schedule is None else schedule.learning_rates,
-            num_steps=200 if schedule is None else max(3, min(200, schedule.learning_rates.size)),
+    if schedule_steps is not None:
+        schedule_steps = _system._check_positive_int("schedule_steps", schedule_steps)
+    if not (math.isfinite(gradient_scale) and gradient_scale > 0):
+        raise ValueError(f"gradient_scale: expected a positive number, got {gradient_scale!r}.")
+    steps = schedule_steps or 200
+    g, u = _streams(system, gradients, gradient_scale, steps, seed)
+    if schedule_steps is not None:
+        g, u = g[:schedule_steps], u[:schedule_steps]
+    if not np.all(np.isfinite(u)):
+        raise ValueError("tx: its updates on these gradients are not all finite; cannot distill.")
+    extra = [float(b) for b in np.asarray(betas, np.float64).ravel() if 0 < b < 1]
+    extra += _own_modes(system, g)
+    bank = tuple(sorted(set(BETA_BANK) | {round(b, 6) for b in extra}))
+    clip = _clip_threshold(system, g)
+    scored = []
+    for spec in _candidates(clip, bank, schedule_steps is not None):
+        r2, fitted_betas, w, s = _fit(spec, g, u)
+        spec = dataclasses.replace(spec, betas=fitted_betas)
+        r2 = r2 if np.isfinite(r2) else -np.inf
+        # parsimony: a mechanism must buy at least _PARSIMONY of r2 to be kept
+        scored.append((r2 - _PARSIMONY * len(spec.mechanisms), r2, spec, w, s))
+    _, r2, spec, w, s = max(scored, key=lambda item: item[0])
+    best = dataclasses.replace(_build(spec, spec.betas, w, s, schedule_steps), r2=float(r2))
+    if not ablate:
+        return best
+    ablations = {}
+    for mechanism in best.mechanisms:
+        reduced = _without(spec, mechanism)
+        r2_m, b_m, w_m, s_m = _fit(reduced, g, u)
+        ablations[mechanism] = dataclasses.replace(
+            _build(reduced, b_m, w_m, s_m, schedule_steps), r2=float(r2_m)
         )
-    if adaptation is None and adaptation_gradients is not None:
-        adaptation = lr_adaptation(system, adaptation_gradients, max_recovery_steps=2000)
-    parts, words = [], []
-    if math.isfinite(clipping.threshold):
-        parts.append(optax.clip(clipping.threshold))
-        words.append(f"clip({clipping.threshold:.4g})")
-    decay = None
-    lr = momentum.learning_rate
-    if adaptation is not None and adaptation.exponent >= _MIN_EXPONENT:
-        decay = _decay_for_recovery(adaptation)
-        p = adaptation.exponent
-        parts.append(scale_by_power_rms(p, decay))
-        words.append(f"scale_by_power_rms(exponent={p:.3g}, decay={decay:.4g})")
-        # Match the update scale at the probing gradient scale of the momentum fit.
-        lr = momentum.learning_rate * momentum.gradient_scale**p
-    beta = float(np.clip(momentum.beta, 0.0, 0.9999))
-    if beta > 0:
-        parts.append(optax.trace(decay=beta))
-        words.append(f"trace({beta:.4g})")
-    if schedule is not None:
-        profile = np.nan_to_num(schedule.learning_rates)
-        if not momentum.relative_to_schedule:
-            # An absolute learning rate: use the schedule's shape relative to its mean over
-            # the steps where momentum was fitted.
-            window = profile[: momentum.num_steps]
-            profile = profile / max(float(np.mean(window)), 1e-30)
-        profile = jnp.asarray(profile, jnp.float32)
-        last = profile.shape[0] - 1
-
-        def schedule_fn(count):
-            return -lr * profile[jnp.minimum(count, last)]
-
-        parts.append(optax.scale_by_schedule(schedule_fn))
-        words.append(f"scale(-{lr:.4g} * schedule[{profile.shape[0]} steps])")
-    else:
-        parts.append(optax.scale(-lr))
-        words.append(f"scale(-{lr:.4g})")
-    return Distilled(
-        tx=optax.chain(*parts),
-        momentum=momentum,
-        clipping=clipping,
-        schedule=schedule,
-        adaptation=adaptation,
-        adaptation_decay=decay,
-        learning_rate=float(lr),
-        description=" -> ".join(words),
-    )
+    return dataclasses.replace(best, ablations=ablations)
 
 
-@dataclasses.dataclass(frozen=True)
-class AdvantageKept:
-    """How much of an optimizer's advantage over tuned Adam a distilled one keeps.
+def _own_modes(system, g: np.ndarray, count: int = 2) -> list[float]:
+    """The decays of the optimizer's strongest linearised modes at its convergence point."""
+    if system.size == 0:
+        return []
+    from interpret.modes import momentum_modes  # noqa: PLC0415 (modes imports fitting code)
+    from interpret.problem import gradient_stats
 
-    Attributes:
-      original_loss: final loss of the original (mean of the last 10% of steps).
-      distilled_loss: same, for the distilled chain.
-      adam_loss: same, for the best Adam of the grid.
-      adam_learning_rate: that Adam's learning rate.
-      fraction: ``(adam_loss - distilled_loss) / (adam_loss - original_loss)``; nan when the
-        original is not better than tuned Adam.
-
-    References:
-      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
-      mechanisms", arXiv 2011.02159.
-    """
-
-    original_loss: float
-    distilled_loss: float
-    adam_loss: float
-    adam_learning_rate: float
-    fraction: float
+    try:
+        modes = momentum_modes(system, gradient_stats(g), horizon=len(g), num_starts=4)
+    except ValueError:
+        return []
+    return [float(b) for b in modes.betas[:count] if 0 < b < 1 and np.isfinite(b)]
 
 
-def _tail_loss(tx, loss_fn, params, num_steps):
-    def body(carry, _):
-        params, state = carry
-        loss, grads = jax.value_and_grad(loss_fn)(params)
-        updates, state = tx.update(grads, state, params)
-        return (optax.apply_updates(params, updates), state), loss
-
-    _, losses = jax.lax.scan(body, (params, tx.init(params)), None, length=num_steps)
-    tail = losses[-max(1, num_steps // 10) :]
-    value = jnp.mean(tail)
-    return jnp.where(jnp.isfinite(value), value, jnp.inf)
-
-
-def advantage_kept(
-    original: optax.GradientTransformation,
-    distilled: optax.GradientTransformation,
-    loss_fn: Callable[[Any], jax.Array],
-    params: Any,
-    num_steps: int,
-    *,
-    adam_learning_rates: Sequence[float] = tuple(np.logspace(-4, 0, 9)),
-) -> AdvantageKept:
-    """Compares an optimizer, its distillation and the best Adam of a grid on one task.
-
-    Args:
-      original: the optimizer that was distilled.
-      distilled: the distilled chain (``Distilled.tx``).
-      loss_fn: ``params -> scalar loss``.
-      params: initial parameters.
-      num_steps: steps per run.
-      adam_learning_rates: the grid over which Adam is tuned.
-
-    Returns:
-      An `AdvantageKept`.
-
-    References:
-      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
-      mechanisms", arXiv 2011.02159.
-    """
-    _system._check_transform(original, "original")
-    _system._check_transform(distilled, "distilled")
-    grid = _system._vector("adam_learning_rates", adam_learning_rates)
-    num_steps = _system._check_positive_int("num_steps", num_steps)
-    adam = np.asarray(
-        jax.jit(jax.vmap(lambda lr: _tail_loss(optax.adam(lr), loss_fn, params, num_steps)))(
-            jnp.asarray(grid, jnp.float32)
-        ),
-        np.float64,
-    )
-    best = int(np.argmin(adam))
-    orig = float(jax.jit(lambda p: _tail_loss(original, loss_fn, p, num_steps))(params))
-    dist = float(jax.jit(lambda p: _tail_loss(distilled, loss_fn, p, num_steps))(params))
-    gap = adam[best] - orig
-    fraction = (adam[best] - dist) / gap if gap > 0 and math.isfinite(dist) else float("nan")
-    return AdvantageKept(
-        original_loss=orig,
-        distilled_loss=dist,
-        adam_loss=float(adam[best]),
-        adam_learning_rate=float(grid[best]),
-        fraction=float(fraction),
-    )
+def _clip_threshold(system, g: np.ndarray) -> float | None:
+    """The saturation threshold at a mid-run state, if it lies inside the gradients seen."""
+    mags = np.abs(g[np.isfinite(g) & (g != 0)])
+    if mags.size == 0:
+        return None
+    low, high = np.percentile(mags, [1, 99.9])
+    probe = np.geomspace(low / 10, high * 10, 81)
+    column = jnp.asarray(g[:, int(np.argmax(np.abs(g).sum(0)))], system.dtype)
+    hs, _ = jax.jit(system.run)(column[: max(1, len(column) // 2)])
+    fit = fit_clipping(system, state=np.asarray(hs[-1]), step=max(0, len(hs) - 1), gradients=probe)
+    if fit.shape == "none" or not (low < fit.threshold < high):
+        return None
+    return float(fit.threshold)

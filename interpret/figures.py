@@ -51,8 +51,9 @@ def plot_update_functions(
     gradients: Any = None,
     labels: Sequence[str] | None = None,
     step: int = 0,
+    observed: Any = None,
 ) -> str:
-    """Plots ``u(g | h)`` for several states ``h``.
+    """Plots ``u(g | h)`` for several states ``h``, over the histogram of observed gradients.
 
     Args:
       tx: an optax transformation (or a `ScalarSystem`).
@@ -61,6 +62,8 @@ def plot_update_functions(
       gradients: the gradient grid (default ``linspace(-3, 3, 201)``).
       labels: one legend label per state.
       step: exogenous time.
+      observed: gradients the optimizer actually saw (any shape): drawn as a grey histogram
+        on a second axis, as in the paper's figures, clipped to the plotted range.
 
     Returns:
       ``path``.
@@ -80,6 +83,49 @@ def plot_update_functions(
     ax.set_xlabel("gradient g")
     ax.set_ylabel("update u(g | h)")
     ax.set_title("Update functions")
+    if observed is not None:
+        seen = np.asarray(observed, np.float64).ravel()
+        seen = seen[np.isfinite(seen) & (seen >= np.min(g)) & (seen <= np.max(g))]
+        # gradients span decades: a symmetric log axis, linear within the median magnitude
+        threshold = float(np.median(np.abs(seen[seen != 0]))) if np.any(seen != 0) else 1.0
+        ax.set_xscale("symlog", linthresh=threshold)
+        top = float(np.max(np.abs(g)))
+        edges = np.geomspace(threshold, max(top, threshold * 1.01), 25)
+        bins = np.concatenate([-edges[::-1], np.linspace(-threshold, threshold, 9)[1:-1], edges])
+        twin = ax.twinx()
+        twin.hist(seen, bins=bins, color="0.8", alpha=0.6, label="gradients seen")
+        twin.set_ylabel("count of gradients seen")
+        twin.set_zorder(ax.get_zorder() - 1)
+        ax.patch.set_visible(False)
+        handles, names = ax.get_legend_handles_labels()
+        h2, n2 = twin.get_legend_handles_labels()
+        ax.legend(handles + h2, names + n2, fontsize=7)
+    else:
+        ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_modes(betas: Any, contributions: Any, path: str | os.PathLike, *, direct: float) -> str:
+    """Plots each momentum mode's contribution to the update against its decay ``beta``.
+
+    Args:
+      betas: the modes' ``beta_k`` (`interpret.MomentumModes.betas`).
+      contributions: their contributions (`interpret.MomentumModes.contributions`).
+      path: the PNG file to write.
+      direct: the memoryless part of the update (drawn at ``beta = 0``).
+
+    Returns:
+      ``path``.
+    """
+    fig, ax = _figure()
+    b, c = np.asarray(betas, np.float64), np.asarray(contributions, np.float64)
+    ax.bar([0.0], [abs(direct)], width=0.02, color="C1", label="direct term (no memory)")
+    ax.scatter(b, c, s=18, color="C0", label="mode k: |alpha_k| beta_k / (1 - beta_k)")
+    ax.set_yscale("symlog", linthresh=max(1e-12, float(np.max(np.abs(c), initial=1e-12)) * 1e-3))
+    ax.set_xlim(-0.05, 1.05)
+    ax.set_xlabel("mode decay beta_k = |lambda_k|")
+    ax.set_ylabel("contribution to the update")
+    ax.set_title("Momentum modes at the convergence fixed point")
     ax.legend(fontsize=7)
     return _save(fig, path)
 
@@ -210,7 +256,9 @@ def plot_schedule(fit: ScheduleFit, path: str | os.PathLike) -> str:
     steps = np.arange(fit.learning_rates.size)
     lr, half = fit.learning_rates, fit.spread / 2
     ax.fill_between(steps, lr - half, lr + half, alpha=0.3)
-    ax.plot(steps, lr)
+    ax.plot(steps, lr, label="median effective learning rate")
+    if np.any(half > 0):
+        ax.legend(fontsize=7)
     ax.set_xlabel("step")
     ax.set_ylabel("effective learning rate -du/dg")
     ax.set_title(f"Schedule (warm-up {fit.warmup_steps} steps, decay {fit.decay:.3g})")
@@ -237,13 +285,14 @@ def plot_lr_adaptation(fit: LRAdaptation, path: str | os.PathLike) -> str:
     fig, ax = _figure()
     if np.isnan(fit.exponent):
         # No power law (fewer than two positive slopes): show the signed slopes as they are.
-        ax.semilogx(fit.gradients, fit.learning_rates, "o-")
+        ax.semilogx(fit.gradients, fit.learning_rates, "o-", label="fixed point of |g*|")
         ax.axhline(0.0, color="0.6", lw=0.8)
         ax.set_title("Learning-rate adaptation (no power law)")
     else:
         good = fit.learning_rates > 0
-        ax.loglog(fit.gradients[good], fit.learning_rates[good], "o-")
+        ax.loglog(fit.gradients[good], fit.learning_rates[good], "o-", label="fixed point of |g*|")
         ax.set_title(f"Learning-rate adaptation (lr ~ |g*|^-{fit.exponent:.2f})")
     ax.set_xlabel("constant gradient |g*|")
     ax.set_ylabel("effective learning rate at fixed point")
+    ax.legend(fontsize=7)
     return _save(fig, path)

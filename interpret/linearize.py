@@ -83,6 +83,7 @@ def linearize(
     input: float = 0.0,
     *,
     step: int = 0,
+    input_step: float | None = None,
 ) -> Linearization:
     """Linearises ``h' = F(h, g)``, ``u = G(h, g)`` at ``(state, input)``.
 
@@ -92,6 +93,11 @@ def linearize(
         point from `interpret.fixed_points`.
       input: the gradient ``g*``.
       step: exogenous time.
+      input_step: when given, the input derivatives ``b = dF/dg`` and ``d = dG/dg`` are the
+        central differences ``(F(h*, g* + s) - F(h*, g* - s)) / 2s`` at this step ``s``
+        instead of derivatives: a rule with a jump at ``g = 0`` (a sign-like input) has zero
+        derivative there yet responds to every gradient it sees. Use the median observed
+        gradient magnitude (`interpret.GradientStats.scale`).
 
     Returns:
       A `Linearization`.
@@ -108,6 +114,8 @@ def linearize(
     g = float(_system._vector("input", input)[0]) if np.ndim(input) == 0 else None
     if g is None:
         raise ValueError(f"input: expected a scalar gradient, got shape {np.shape(input)}.")
+    if input_step is not None and not (np.isfinite(input_step) and input_step > 0):
+        raise ValueError(f"input_step: expected a positive number, got {input_step!r}.")
     clock = system.clock_at(step)
 
     @jax.jit
@@ -117,8 +125,11 @@ def linearize(
             return new_h, u
 
         (fh, uh) = f(h, g)
-        jh = jax.jacfwd(f, argnums=(0, 1))(h, g)
-        return fh, uh, jh
+        (j, b), (r, d) = jax.jacfwd(f, argnums=(0, 1))(h, g)
+        if input_step is not None:
+            (fp, up), (fm, um) = f(h, g + input_step), f(h, g - input_step)
+            b, d = (fp - fm) / (2 * input_step), (up - um) / (2 * input_step)
+        return fh, uh, ((j, b), (r, d))
 
     fh, uh, ((j, b), (r, d)) = jacobians(jnp.asarray(h, system.dtype), jnp.asarray(g, system.dtype))
     j = np.asarray(j, np.float64).reshape(n, n)

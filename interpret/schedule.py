@@ -85,7 +85,49 @@ def fit_schedule(
     g = gradient_scale * jax.random.normal(
         jax.random.key(seed), (num_samples, num_steps), system.dtype
     )
-    lrs = np.asarray(_trace(system, g, float(gradient_scale)), np.float64)
+    return _summarise(np.asarray(_trace(system, g, float(gradient_scale)), np.float64))
+
+
+def zero_gradient_schedule(
+    tx: optax.GradientTransformation | _system.ScalarSystem,
+    num_steps: int,
+    *,
+    gradient_scale: float,
+) -> ScheduleFit:
+    """The paper's schedule probe: the effective learning rate under zero gradients.
+
+    The optimizer is driven with ``g = 0`` from its initial state (so only its internal clock
+    and state move) and at every step its effective learning rate is the secant slope
+    ``-(u(s | h_t) - u(-s | h_t)) / 2s`` at the observed gradient scale ``s``: a schedule the
+    optimizer carries in its dynamics shows up as warm-up and decay of this curve.
+
+    Args:
+      tx: an optax transformation (or a `ScalarSystem`).
+      num_steps: number of steps (the task's horizon).
+      gradient_scale: the step ``s`` (the median observed gradient magnitude).
+
+    Returns:
+      A `ScheduleFit` (``spread`` is zero: there is one deterministic sequence).
+    """
+    system = _system._as_system(tx)
+    num_steps = _system._check_positive_int("num_steps", num_steps)
+    if not (np.isfinite(gradient_scale) and gradient_scale > 0):
+        raise ValueError(f"gradient_scale: expected a positive number, got {gradient_scale!r}.")
+    s = jnp.asarray(gradient_scale, system.dtype)
+
+    def body(carry, _):
+        h, clock = carry
+        slope = -(system.update(h, s, clock) - system.update(h, -s, clock)) / (2 * s)
+        new_h, _, new_clock = system.step(h, jnp.zeros((), system.dtype), clock)
+        return (new_h, new_clock), slope
+
+    init = (system.initial_state, system.initial_clock)
+    _, lrs = jax.jit(lambda c: jax.lax.scan(body, c, None, length=num_steps))(init)
+    return _summarise(np.asarray(lrs, np.float64)[None])
+
+
+def _summarise(lrs: np.ndarray) -> ScheduleFit:
+    """Median curve over sequences, its spread, peak, warm-up and decay."""
     lrs = np.where(np.isfinite(lrs), lrs, np.nan)
     med = np.nanmedian(lrs, axis=0)
     spread = np.nanpercentile(lrs, 75, axis=0) - np.nanpercentile(lrs, 25, axis=0)

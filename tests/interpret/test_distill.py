@@ -10,34 +10,42 @@ import pytest
 import interpret
 
 
+def _same_updates(tx1, tx2, g, rtol, atol):
+    s1, s2 = tx1.init(jnp.zeros(g.shape[1])), tx2.init(jnp.zeros(g.shape[1]))
+    for gi in g:
+        u1, s1 = tx1.update(gi, s1)
+        u2, s2 = tx2.update(gi, s2)
+        chex.assert_trees_all_close(u1, u2, rtol=rtol, atol=atol)
+
+
 def test_distilled_momentum_sgd_is_the_same_optimizer():
     tx = optax.sgd(0.07, momentum=0.6)
-    d = interpret.distill(tx, adaptation_gradients=(0.1, 1.0))
-    assert d.description == "trace(0.6) -> scale(-0.07)"
-    assert d.adaptation_decay is None
-    g = jax.random.normal(jax.random.key(0), (20, 3))
-    s1, s2 = tx.init(jnp.zeros(3)), d.tx.init(jnp.zeros(3))
-    for gi in g:
-        u1, s1 = tx.update(gi, s1)
-        u2, s2 = d.tx.update(gi, s2)
-        chex.assert_trees_all_close(u1, u2, rtol=1e-4, atol=1e-7)
+    d = interpret.distill(tx)
+    assert d.mechanisms == ("momentum",) and d.r2 > 0.9999
+    np.testing.assert_allclose(d.betas, [0.6], rtol=1e-4)
+    _same_updates(tx, d.tx, jax.random.normal(jax.random.key(0), (20, 3)), 1e-3, 1e-7)
+    assert d.ablations["momentum"].r2 < 0.9
 
 
-def test_distill_clipping_schedule_and_adaptation():
+def test_distill_clipping_schedule_and_momentum():
     schedule = optax.linear_schedule(0.1, 0.01, 30)
     tx = optax.chain(optax.clip(0.5), optax.sgd(schedule, momentum=0.5))
-    d = interpret.distill(tx, schedule_steps=30, adaptation_gradients=None)
+    d = interpret.distill(tx, schedule_steps=30)
+    assert d.mechanisms == ("clipping", "momentum", "schedule"), d.description
     assert d.description.startswith("clip(0.5")
-    assert "trace(0.5)" in d.description and "schedule[30 steps]" in d.description
-    g = 2 * jax.random.normal(jax.random.key(1), (30, 4))
-    s1, s2 = tx.init(jnp.zeros(4)), d.tx.init(jnp.zeros(4))
-    for gi in g:
-        u1, s1 = tx.update(gi, s1)
-        u2, s2 = d.tx.update(gi, s2)
-        chex.assert_trees_all_close(u1, u2, rtol=2e-2, atol=1e-6)
-    rms = interpret.distill(optax.rmsprop(0.01, decay=0.9), adaptation_gradients=(0.01, 0.1, 1.0))
-    assert "scale_by_power_rms(exponent=1" in rms.description
-    assert 0.5 < rms.adaptation_decay < 1
+    np.testing.assert_allclose(d.schedule, np.linspace(1.0, 0.1, 31)[:30], rtol=2e-2)
+    _same_updates(tx, d.tx, 2 * jax.random.normal(jax.random.key(1), (30, 4)), 2e-2, 1e-6)
+    for mechanism in d.mechanisms:
+        assert d.ablations[mechanism].r2 < d.r2 - 0.05, mechanism
+
+
+def test_distill_bad_inputs():
+    with pytest.raises(ValueError, match="gradients"):
+        interpret.distill(optax.sgd(0.1), gradients=np.full((10, 2), np.nan))
+    with pytest.raises(ValueError, match="gradient_scale"):
+        interpret.distill(optax.sgd(0.1), gradient_scale=-1.0)
+    with pytest.raises(ValueError, match="betas, weights"):
+        interpret.scale_by_modes([0.5, 1.0], [1.0, 1.0])
 
 
 def test_scale_by_power_rms_matches_rmsprop_normalisation_and_ignores_nan():
