@@ -94,3 +94,13 @@ def one_of(name: str, value: Any, choices: Iterable[Any]) -> Any:
         listed = ", ".join(repr(c) for c in choices)
         raise ValueError(f"{name}: expected one of {listed}; got {value!r}.")
     return value
+
+
+def path(name: str, value: Any) -> str:
+    """``value`` as a non-empty ``str`` path; ``os.PathLike`` objects (``pathlib.Path``) too."""
+    import os
+
+    fspath = os.fspath(value) if isinstance(value, (str, os.PathLike)) else None
+    if not isinstance(fspath, str) or not fspath:
+        raise _fail(name, "a non-empty str or os.PathLike path", value)
+    return fspath

@@ -27,8 +27,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from optax_lopt import _checks
 from optax_lopt.evaluation import (
     EvaluationResult,
+    _check_family,
+    _check_tx,
+    _optional_steps,
     evaluate,
     instance_keys,
     objective,
@@ -82,10 +86,45 @@ class TuningResult:
 
 
 def make(optimizer: str, **hyperparams: float) -> optax.GradientTransformation:
-    """Builds baseline ``optimizer`` with the given hyperparameters."""
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer: expected one of {sorted(OPTIMIZERS)}, got {optimizer!r}.")
-    return OPTIMIZERS[optimizer][0](**hyperparams)
+    """Builds baseline ``optimizer`` with the given hyperparameters.
+
+    Args:
+      optimizer: one of `OPTIMIZERS` ("sgdm", "rmsprop", "adam").
+      **hyperparams: ``learning_rate`` (a positive number) and the optimizer's other
+        hyperparameters (finite numbers), exactly those.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Raises:
+      ValueError: unknown ``optimizer``, missing or unknown hyperparameters, or a value that
+        is not a number (the message names it).
+    """
+    _check_optimizer(optimizer)
+    expected = ["learning_rate", *sorted(OPTIMIZERS[optimizer][1])]
+    if sorted(hyperparams) != sorted(expected):
+        raise ValueError(
+            f"hyperparams: expected {expected} for {optimizer!r}, got {sorted(hyperparams)}."
+        )
+    values = {
+        name: (_checks.positive if name == "learning_rate" else _checks.finite)(name, value)
+        for name, value in hyperparams.items()
+    }
+    return OPTIMIZERS[optimizer][0](**values)
+
+
+def _check_optimizer(optimizer: Any, name: str = "optimizer") -> str:
+    return _checks.one_of(name, optimizer, OPTIMIZERS)
+
+
+def _numbers(name: str, values: Any, check: Callable[[str, Any], float]) -> tuple[float, ...]:
+    """``values`` (a non-empty sequence, not a string) checked one by one as ``name[i]``."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
+        raise ValueError(
+            f"{name}: expected a non-empty sequence of numbers, got {values!r} "
+            f"({type(values).__name__})."
+        )
+    return tuple(check(f"{name}[{i}]", v) for i, v in enumerate(values))
 
 
 def tune(
@@ -110,23 +149,28 @@ def tune(
 
     Returns:
       A `TuningResult`.
+
+    Raises:
+      ValueError: an argument is not what is documented here (the message names it).
     """
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer: expected one of {sorted(OPTIMIZERS)}, got {optimizer!r}.")
-    factory, default_grid = OPTIMIZERS[optimizer]
+    _check_family(family)
+    factory, default_grid = OPTIMIZERS[_check_optimizer(optimizer)]
+    if grid is not None and not isinstance(grid, Mapping):
+        raise ValueError(f"grid: expected a dict or None, got {type(grid).__name__}.")
     grid = dict(default_grid if grid is None else grid)
     if set(grid) != set(default_grid):
         raise ValueError(
             f"grid: expected keys {sorted(default_grid)} for {optimizer}, got {sorted(grid)}."
         )
-    learning_rates = tuple(float(lr) for lr in learning_rates)
-    if not learning_rates or min(learning_rates) <= 0:
-        raise ValueError(f"learning_rates: expected positive numbers, got {learning_rates!r}.")
+    grid = {k: _numbers(f"grid[{k!r}]", v, _checks.finite) for k, v in grid.items()}
+    learning_rates = _numbers("learning_rates", learning_rates, _checks.positive)
+    num_instances = _checks.positive_int("num_instances", num_instances)
+    num_steps = _optional_steps(num_steps)
     description = {
         "family": repr(family),
         "optimizer": optimizer,
         "learning_rates": learning_rates,
-        "grid": {k: [float(v) for v in vs] for k, vs in sorted(grid.items())},
+        "grid": {k: list(vs) for k, vs in sorted(grid.items())},
         "num_instances": num_instances,
         "num_steps": num_steps,
     }
@@ -138,7 +182,7 @@ def tune(
     names = sorted(grid)
     table: list[tuple[dict[str, float], float]] = []
     for values in itertools.product(*(grid[n] for n in names)):
-        others = dict(zip(names, (float(v) for v in values), strict=True))
+        others = dict(zip(names, values, strict=True))
 
         @jax.jit
         def scores(lrs, others=others):
@@ -217,11 +261,22 @@ def compare(
       Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
       mechanisms", arXiv 2011.02159.
     """
-    optimizers = tuple(optimizers)
-    if not optimizers or any(o not in OPTIMIZERS for o in optimizers):
+    if isinstance(optimizers, str) or not isinstance(optimizers, Sequence) or not optimizers:
         raise ValueError(
-            f"optimizers: expected a non-empty subset of {sorted(OPTIMIZERS)}, got {optimizers!r}."
+            f"optimizers: expected a non-empty sequence of baseline names from "
+            f"{sorted(OPTIMIZERS)}, got {optimizers!r}."
         )
+    optimizers = tuple(_check_optimizer(o, f"optimizers[{i}]") for i, o in enumerate(optimizers))
+    if not isinstance(candidates, Mapping):
+        raise ValueError(
+            f"candidates: expected a mapping label -> optax transformation, got "
+            f"{type(candidates).__name__}."
+        )
+    for label, tx in candidates.items():
+        _check_tx(f"candidates[{label!r}]", tx)
+    _check_family(family)
+    num_instances = _checks.positive_int("num_instances", num_instances)
+    num_tuning_instances = _checks.positive_int("num_tuning_instances", num_tuning_instances)
     clash = sorted(set(candidates) & set(optimizers))
     if clash:
         raise ValueError(f"candidates: labels {clash} clash with the baselines' names.")

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from optax_lopt import _checks
 from optax_lopt.meta.meta_losses import MetaLoss
 from optax_lopt.tasks.base import TaskFamily
 
@@ -40,11 +41,25 @@ _OBJECTIVE = MetaLoss("mean_normalized")
 
 def instance_keys(split: str, num_instances: int) -> jax.Array:
     """Keys of the first ``num_instances`` instances of ``split`` ("tune" or "test")."""
-    if split not in SPLITS:
-        raise ValueError(f"split: expected one of {sorted(SPLITS)}, got {split!r}.")
-    if num_instances < 1:
-        raise ValueError(f"num_instances: expected a positive int, got {num_instances!r}.")
+    split = _checks.one_of("split", split, sorted(SPLITS))
+    num_instances = _checks.positive_int("num_instances", num_instances)
     return jax.random.split(jax.random.key(SPLITS[split]), num_instances)
+
+
+def _check_tx(name: str, tx: Any) -> None:
+    if not isinstance(tx, optax.GradientTransformation):
+        raise ValueError(
+            f"{name}: expected an optax.GradientTransformation, got {type(tx).__name__}."
+        )
+
+
+def _check_family(family: Any) -> None:
+    if not isinstance(family, TaskFamily):
+        raise ValueError(f"family: expected a TaskFamily, got {type(family).__name__}.")
+
+
+def _optional_steps(num_steps: Any) -> int | None:
+    return None if num_steps is None else _checks.positive_int("num_steps", num_steps)
 
 
 def run_on_instances(
@@ -63,7 +78,13 @@ def run_on_instances(
       family: the task family instances are drawn from.
       keys: ``[N]`` keys, one per instance (task data, initial params, minibatches).
       num_steps: horizon; the family's ``num_steps`` by default.
+
+    Raises:
+      ValueError: ``tx``, ``family`` or ``num_steps`` is not what is documented here.
     """
+    _check_tx("tx", tx)
+    _check_family(family)
+    num_steps = _optional_steps(num_steps)
     num_steps = family.num_steps if num_steps is None else num_steps
     takes_value = isinstance(tx, optax.GradientTransformationExtraArgs)
 
@@ -138,7 +159,21 @@ def evaluate(
 
     Returns:
       label -> `EvaluationResult`.
+
+    Raises:
+      ValueError: an optimizer is not an optax transformation, ``family`` is not a
+        `TaskFamily`, or ``num_instances`` / ``num_steps`` is not a positive integer.
     """
+    if not isinstance(optimizers, Mapping):
+        raise ValueError(
+            f"optimizers: expected a mapping label -> optax transformation, got "
+            f"{type(optimizers).__name__}."
+        )
+    for name, tx in optimizers.items():
+        _check_tx(f"optimizers[{name!r}]", tx)
+    _check_family(family)
+    num_steps = _optional_steps(num_steps)
+    num_instances = _checks.positive_int("num_instances", num_instances)
     keys = instance_keys("test", num_instances)
     results = {}
     for name, tx in optimizers.items():

@@ -23,6 +23,7 @@ References:
 
 from __future__ import annotations
 
+import difflib
 import os
 from typing import Any
 
@@ -49,25 +50,59 @@ def pretrained_names() -> tuple[str, ...]:
     )
 
 
-def _path(name: str) -> str:
+def _normalize(name: str) -> str:
+    return name.strip().lower().replace("-", "_").replace(" ", "_")
+
+
+def _resolve_name(name: str) -> str:
+    """The shipped optimizer's name that ``name`` means: case, ``-`` and spaces are ignored.
+
+    ``"Rosenbrock"``, ``"linear-regression"`` and ``" General "`` resolve to
+    ``"rosenbrock"``, ``"linear_regression"`` and ``"general"``.
+
+    Args:
+      name: a name as a user may type it.
+
+    Returns:
+      One of :func:`pretrained_names`.
+
+    Raises:
+      ValueError: ``name`` is not a string or names no shipped optimizer; the message
+        suggests the closest name, if any is close, and lists the valid ones.
+    """
     names = pretrained_names()
-    if not isinstance(name, str) or name not in names:
-        raise ValueError(f"name: expected one of {list(names)}, got {name!r}.")
-    return os.path.join(WEIGHTS_DIR, name)
+    listed = ", ".join(repr(n) for n in names)
+    if not isinstance(name, str):
+        raise ValueError(
+            f"name: expected one of {listed} (a str), got {name!r} ({type(name).__name__})."
+        )
+    wanted = _normalize(name)
+    by_key = {_normalize(n): n for n in names}
+    if wanted in by_key:
+        return by_key[wanted]
+    close = difflib.get_close_matches(wanted, list(by_key), n=1, cutoff=0.6)
+    hint = f" Did you mean {by_key[close[0]]!r}?" if close else ""
+    raise ValueError(f"name: expected one of {listed}; got {name!r}.{hint}")
+
+
+def _path(name: str) -> str:
+    return os.path.join(WEIGHTS_DIR, _resolve_name(name))
 
 
 def load_pretrained(name: str) -> tuple[LearnedOptimizer, MetaParams]:
     """The architecture and meta-parameters of the shipped optimizer ``name``.
 
     Args:
-      name: one of :func:`pretrained_names` (e.g. ``"linear_regression"``).
+      name: one of :func:`pretrained_names` (e.g. ``"linear_regression"``), in any case,
+        with ``-`` or ``_`` (``"Linear-Regression"`` works too).
 
     Returns:
       ``(lopt, theta)``, as `optax_lopt.load` returns them; ``lopt.transform(theta)`` is the
       optimizer.
 
     Raises:
-      ValueError: ``name`` is not a shipped optimizer (the message lists those that are).
+      ValueError: ``name`` is not a shipped optimizer (the message suggests the closest
+        name and lists those that are).
 
     References:
       Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
@@ -84,13 +119,15 @@ def pretrained(name: str) -> optax.GradientTransformationExtraArgs:
     :func:`load_pretrained`'s.
 
     Args:
-      name: one of :func:`pretrained_names` (e.g. ``"rosenbrock"``).
+      name: one of :func:`pretrained_names` (e.g. ``"rosenbrock"``), in any case, with ``-``
+        or ``_`` (``"Rosenbrock"`` works too).
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``.
 
     Raises:
-      ValueError: ``name`` is not a shipped optimizer (the message lists those that are).
+      ValueError: ``name`` is not a shipped optimizer (the message suggests the closest
+        name and lists those that are).
 
     References:
       Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
@@ -107,7 +144,14 @@ def pretrained_metadata(name: str) -> dict[str, Any]:
     ``meta_train_config`` (its settings) and, where measured, ``evaluation`` (held-out
     meta-objectives of this optimizer and of tuned baselines).
 
+    Args:
+      name: as for :func:`pretrained`.
+
+    Returns:
+      A copy of the metadata dict.
+
     Raises:
-      ValueError: ``name`` is not a shipped optimizer.
+      ValueError: ``name`` is not a shipped optimizer (the message suggests the closest
+        name and lists those that are).
     """
     return dict(read_config(_path(name)).get("metadata", {}))

@@ -47,3 +47,11 @@ def test_integer_minimum_and_non_negative():
     with pytest.raises(ValueError, match=r"step: expected a non-negative integer"):
         _checks.non_negative_int("step", -1)
     assert _checks.finite("x", -1e30) == -1e30
+
+
+def test_path_accepts_str_and_pathlike_only(tmp_path):
+    assert _checks.path("path", tmp_path) == str(tmp_path)
+    assert _checks.path("path", "a/b") == "a/b"
+    for bad in (None, 3, b"a", "", True):
+        with pytest.raises(ValueError, match=r"^path: expected a non-empty str or os.PathLike"):
+            _checks.path("path", bad)

@@ -95,3 +95,34 @@ def test_unknown_name_lists_the_shipped_ones():
         optax_lopt.load_pretrained(3)
     with pytest.raises(ValueError, match="name"):
         optax_lopt.pretrained_metadata("../linear_regression")
+
+
+@pytest.mark.parametrize(
+    "typed, name",
+    [
+        ("Rosenbrock", "rosenbrock"),
+        ("linear-regression", "linear_regression"),
+        (" TWO_MOONS ", "two_moons"),
+        ("Linear Regression", "linear_regression"),
+    ],
+)
+def test_names_are_accepted_in_any_case_and_with_dashes(typed, name):
+    assert optax_lopt.pretrained_metadata(typed) == optax_lopt.pretrained_metadata(name)
+    lopt, theta = optax_lopt.load_pretrained(typed)
+    want_lopt, want_theta = optax_lopt.load_pretrained(name)
+    assert lopt == want_lopt
+    chex.assert_trees_all_equal(theta, want_theta)
+    assert isinstance(optax_lopt.pretrained(typed), optax.GradientTransformationExtraArgs)
+
+
+@pytest.mark.parametrize(
+    "fn", [optax_lopt.pretrained, optax_lopt.load_pretrained, optax_lopt.pretrained_metadata]
+)
+def test_a_misspelt_name_gets_the_close_one_suggested(fn):
+    with pytest.raises(ValueError, match=r"got 'rosenbrok'\. Did you mean 'rosenbrock'\?$") as e:
+        fn("rosenbrok")
+    assert all(repr(n) in str(e.value) for n in optax_lopt.pretrained_names())
+    with pytest.raises(ValueError, match=r"got 'adam'\.$"):  # Nothing close: no suggestion.
+        fn("adam")
+    with pytest.raises(ValueError, match=r"\(a str\), got None \(NoneType\)"):
+        fn(None)

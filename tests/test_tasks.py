@@ -209,3 +209,75 @@ def test_bad_inputs_name_the_argument():
         tasks.DigitsMLP(batch_sizes=())
     with pytest.raises(ValueError, match="base"):
         tasks.Reparameterized("quadratic")
+
+
+FAMILY_INT_FIELDS = [
+    (tasks.LinearRegression, "dim"),
+    (tasks.Quadratic, "dim"),
+    (tasks.Rosenbrock, "num_steps"),
+    (tasks.TwoMoons, "num_points"),
+    (tasks.DigitsMLP, "num_layers"),
+    (tasks.DigitsConv, "num_steps"),
+]
+
+
+@pytest.mark.parametrize("cls, field", FAMILY_INT_FIELDS)
+def test_numpy_integers_are_accepted_and_stored_as_int(cls, field):
+    fam = cls(**{field: np.int64(5)})
+    value = getattr(fam, field)
+    assert value == 5 and type(value) is int
+    assert fam == cls(**{field: 5}) and hash(fam) == hash(cls(**{field: 5}))
+    assert repr(fam) == repr(cls(**{field: 5}))  # The tuning cache keys on the repr.
+
+
+@pytest.mark.parametrize("cls, field", FAMILY_INT_FIELDS)
+@pytest.mark.parametrize("bad", [True, "10", 2.0, 0, None])
+def test_int_fields_refuse_bools_strings_floats(cls, field, bad):
+    with pytest.raises(ValueError, match=rf"^{field}: expected a positive integer, got {bad!r}"):
+        cls(**{field: bad})
+
+
+def test_family_by_name_checks_values_the_same_way():
+    assert tasks.family("quadratic", dim=np.int32(3)).dim == 3
+    with pytest.raises(ValueError, match=r"^num_steps: expected a positive integer, got '10'"):
+        tasks.family("rosenbrock", num_steps="10")
+    with pytest.raises(ValueError, match=r"^dim: expected a positive integer, got True"):
+        tasks.family("linear_regression", dim=True)
+    with pytest.raises(ValueError, match=r"^name: expected one of 'digits_conv', .*got 'mnist'"):
+        tasks.family("mnist")
+
+
+def test_ranges_and_choices_accept_numpy_numbers_and_lists():
+    fam = tasks.Quadratic(curvature_range=[np.float32(0.5), np.int64(2)], noise_scale=np.int8(1))
+    assert fam.curvature_range == (0.5, 2.0) and type(fam.curvature_range[1]) is float
+    assert fam.noise_scale == 1.0 and type(fam.noise_scale) is float
+    hash(fam)  # Lists are stored as tuples, so the family stays hashable.
+    moons = tasks.TwoMoons(hidden_sizes=[np.int64(8)], l2=np.float64(0.0))
+    assert moons.hidden_sizes == (8,) and type(moons.hidden_sizes[0]) is int
+    fam = tasks.family("quadratic", reparameterize=[np.float32(0.5), 2])
+    assert fam.scale_range == (0.5, 2.0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"curvature_range": (1.0, float("inf"))}, r"^curvature_range: expected a pair"),
+        ({"curvature_range": (True, 2.0)}, r"^curvature_range: expected a pair"),
+        ({"curvature_range": ("0.1", 1.0)}, r"^curvature_range: expected a pair"),
+        ({"curvature_range": (1.0,)}, r"^curvature_range: expected a pair"),
+        ({"noise_scale": -1.0}, r"^noise_scale: expected a finite non-negative number"),
+        ({"noise_scale": "0"}, r"^noise_scale: expected a finite non-negative number"),
+    ],
+)
+def test_quadratic_refuses_bad_ranges_and_noise(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        tasks.Quadratic(**kwargs)
+
+
+def test_choices_refuse_bools_and_strings():
+    with pytest.raises(ValueError, match=r"^hidden_sizes: expected a non-empty tuple of positive"):
+        tasks.TwoMoons(hidden_sizes=(True, 4))
+    with pytest.raises(ValueError, match=r"^widths: expected a non-empty tuple of positive"):
+        tasks.DigitsMLP(widths="16")
+    with pytest.raises(ValueError, match=r"^reparameterize: expected True, False or a pair"):
+        tasks.family("quadratic", reparameterize=1.0)

@@ -15,10 +15,14 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import math
+from collections.abc import Callable
 from typing import Any
 
 import chex
 import jax
+
+from optax_lopt import _checks
 
 Params = Any
 """Inner parameters of a task: a pytree of arrays."""
@@ -112,35 +116,55 @@ class Task:
 jax.tree_util.register_dataclass(Task, data_fields=["data"], meta_fields=["family"])
 
 
-def check_positive_int(name: str, value: Any) -> None:
-    """Raises a ValueError naming ``name`` unless ``value`` is a positive Python int."""
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name}: expected a positive int, got {value!r}.")
+def set_checked(
+    family: Any, name: str, check: Callable[..., Any] = _checks.positive_int, **kwargs: Any
+) -> None:
+    """Replaces field ``name`` of the frozen dataclass ``family`` by its checked value.
+
+    ``check(name, value, **kwargs)`` is one of `optax_lopt._checks`'s checks (a positive int
+    by default) or :func:`check_range` / :func:`check_choices`; it raises a ValueError naming
+    the field, or returns the value normalised to Python types (``np.int64(5)`` becomes
+    ``5``), which is stored so that families compare, hash and print alike however they were
+    built.
+
+    Args:
+      family: a frozen dataclass (called from its ``__post_init__``).
+      name: the field's name.
+      check: the check to apply.
+      **kwargs: passed on to ``check``.
+    """
+    object.__setattr__(family, name, check(name, getattr(family, name), **kwargs))
 
 
-def check_range(name: str, value: Any, *, positive: bool = True) -> None:
-    """Raises unless ``value`` is a pair ``(low, high)`` with ``low <= high`` (both > 0)."""
-    ok = isinstance(value, tuple) and len(value) == 2
+def check_range(name: str, value: Any, *, positive: bool = True) -> tuple[float, float]:
+    """``value`` as a pair ``(low, high)`` of finite floats, ``low <= high`` (both > 0 when
+    ``positive``); Python or NumPy numbers, in a tuple or list."""
+    ok = isinstance(value, (tuple, list)) and len(value) == 2
     if ok:
         low, high = value
         ok = (
-            isinstance(low, (int, float))
-            and isinstance(high, (int, float))
+            _checks.is_real(low)
+            and _checks.is_real(high)
+            and math.isfinite(float(low))
+            and math.isfinite(float(high))
             and low <= high
             and (not positive or low > 0)
         )
-    kind = "positive numbers" if positive else "numbers"
     if not ok:
+        kind = "finite positive numbers" if positive else "finite numbers"
         raise ValueError(
-            f"{name}: expected a tuple (low, high) of {kind}, low <= high; got {value!r}."
+            f"{name}: expected a pair (low, high) of {kind} with low <= high, got {value!r}."
         )
+    return (float(value[0]), float(value[1]))
 
 
-def check_choices(name: str, value: Any) -> None:
-    """Raises unless ``value`` is a non-empty tuple of positive ints."""
+def check_choices(name: str, value: Any) -> tuple[int, ...]:
+    """``value`` as a non-empty tuple of positive ints; Python or NumPy integers, in a tuple or
+    list."""
     if (
-        not isinstance(value, tuple)
+        not isinstance(value, (tuple, list))
         or not value
-        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+        or not all(_checks.is_int(v) and v > 0 for v in value)
     ):
-        raise ValueError(f"{name}: expected a non-empty tuple of positive ints, got {value!r}.")
+        raise ValueError(f"{name}: expected a non-empty tuple of positive integers, got {value!r}.")
+    return tuple(int(v) for v in value)

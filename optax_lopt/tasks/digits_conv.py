@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from optax_lopt.tasks import _digits
-from optax_lopt.tasks.base import check_choices, check_positive_int
+from optax_lopt.tasks.base import check_choices, set_checked
 
 
 class _Conv3x3(nn.Module):
@@ -81,10 +81,10 @@ class DigitsConv(_digits.MaskedDigitsFamily):
     num_steps: int = 200
 
     def __post_init__(self) -> None:
-        check_choices("channels", self.channels)
-        check_positive_int("num_layers", self.num_layers)
-        check_choices("batch_sizes", self.batch_sizes)
-        check_positive_int("num_steps", self.num_steps)
+        set_checked(self, "channels", check_choices)
+        set_checked(self, "num_layers")
+        set_checked(self, "batch_sizes", check_choices)
+        set_checked(self, "num_steps")
 
     @property
     def _width_choices(self) -> tuple[int, ...]:

@@ -7,7 +7,7 @@ import dataclasses
 import flax.linen as nn
 
 from optax_lopt.tasks import _digits
-from optax_lopt.tasks.base import check_choices, check_positive_int
+from optax_lopt.tasks.base import check_choices, set_checked
 
 
 class _MaskedMLP(nn.Module):
@@ -52,10 +52,10 @@ class DigitsMLP(_digits.MaskedDigitsFamily):
     num_steps: int = 200
 
     def __post_init__(self) -> None:
-        check_choices("widths", self.widths)
-        check_positive_int("num_layers", self.num_layers)
-        check_choices("batch_sizes", self.batch_sizes)
-        check_positive_int("num_steps", self.num_steps)
+        set_checked(self, "widths", check_choices)
+        set_checked(self, "num_layers")
+        set_checked(self, "batch_sizes", check_choices)
+        set_checked(self, "num_steps")
 
     @property
     def _width_choices(self) -> tuple[int, ...]:

@@ -8,7 +8,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from optax_lopt.tasks.base import TaskFamily, check_positive_int, check_range
+from optax_lopt.tasks.base import TaskFamily, check_range, set_checked
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,9 +37,9 @@ class LinearRegression(TaskFamily):
     num_steps: int = 200
 
     def __post_init__(self) -> None:
-        check_positive_int("dim", self.dim)
-        check_range("eigenvalue_range", self.eigenvalue_range)
-        check_positive_int("num_steps", self.num_steps)
+        set_checked(self, "dim")
+        set_checked(self, "eigenvalue_range", check_range)
+        set_checked(self, "num_steps")
 
     def sample_data(self, key: chex.PRNGKey) -> dict[str, jax.Array]:
         kq, kl, ks, kx = jax.random.split(key, 4)

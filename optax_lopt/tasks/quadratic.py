@@ -8,7 +8,8 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from optax_lopt.tasks.base import TaskFamily, check_positive_int, check_range
+from optax_lopt import _checks
+from optax_lopt.tasks.base import TaskFamily, check_range, set_checked
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,11 +39,10 @@ class Quadratic(TaskFamily):
     num_steps: int = 100
 
     def __post_init__(self) -> None:
-        check_positive_int("dim", self.dim)
-        check_range("curvature_range", self.curvature_range)
-        if not self.noise_scale >= 0:
-            raise ValueError(f"noise_scale: expected a number >= 0, got {self.noise_scale!r}.")
-        check_positive_int("num_steps", self.num_steps)
+        set_checked(self, "dim")
+        set_checked(self, "curvature_range", check_range)
+        set_checked(self, "noise_scale", _checks.non_negative)
+        set_checked(self, "num_steps")
 
     def sample_data(self, key: chex.PRNGKey) -> dict[str, jax.Array]:
         ka, kc, kx = jax.random.split(key, 3)

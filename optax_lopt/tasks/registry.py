@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from optax_lopt.tasks.base import TaskFamily
+from optax_lopt import _checks
+from optax_lopt.tasks.base import TaskFamily, check_range
 from optax_lopt.tasks.digits_conv import DigitsConv
 from optax_lopt.tasks.digits_mlp import DigitsMLP
 from optax_lopt.tasks.linear_regression import LinearRegression
@@ -42,11 +43,10 @@ def family(name: str, *, reparameterize: bool | tuple[float, float] = False, **k
       A `TaskFamily`.
 
     Raises:
-      ValueError: for an unknown name or arguments the family does not take.
+      ValueError: for an unknown name (the message lists the valid ones), arguments the
+        family does not take or values it refuses (the message names the argument).
     """
-    if name not in _FAMILIES:
-        raise ValueError(f"name: expected one of {list(family_names())}, got {name!r}.")
-    cls = _FAMILIES[name]
+    cls = _FAMILIES[_checks.one_of("name", name, family_names())]
     try:
         fam = cls(**kwargs)
     except TypeError as err:
@@ -55,6 +55,11 @@ def family(name: str, *, reparameterize: bool | tuple[float, float] = False, **k
         ) from err
     if reparameterize is True:
         return Reparameterized(fam)
-    if reparameterize is not False:
-        return Reparameterized(fam, tuple(reparameterize))
-    return fam
+    if reparameterize is False:
+        return fam
+    if not isinstance(reparameterize, (tuple, list)):
+        raise ValueError(
+            "reparameterize: expected True, False or a pair (low, high) of scales, got "
+            f"{reparameterize!r}."
+        )
+    return Reparameterized(fam, check_range("reparameterize", reparameterize))

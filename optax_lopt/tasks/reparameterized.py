@@ -9,7 +9,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from optax_lopt.tasks.base import TaskFamily, check_range
+from optax_lopt.tasks.base import TaskFamily, check_range, set_checked
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,8 +37,10 @@ class Reparameterized(TaskFamily):
 
     def __post_init__(self) -> None:
         if not isinstance(self.base, TaskFamily):
-            raise ValueError(f"base: expected a TaskFamily, got {type(self.base).__name__}.")
-        check_range("scale_range", self.scale_range)
+            raise ValueError(
+                f"base: expected a TaskFamily, got {self.base!r} ({type(self.base).__name__})."
+            )
+        set_checked(self, "scale_range", check_range)
 
     @property
     def num_steps(self) -> int:  # type: ignore[override]

@@ -8,7 +8,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from optax_lopt.tasks.base import TaskFamily, check_positive_int
+from optax_lopt.tasks.base import TaskFamily, set_checked
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,7 +31,7 @@ class Rosenbrock(TaskFamily):
     num_steps: int = 200
 
     def __post_init__(self) -> None:
-        check_positive_int("num_steps", self.num_steps)
+        set_checked(self, "num_steps")
 
     def sample_data(self, key: chex.PRNGKey) -> dict[str, jax.Array]:
         start = jax.random.uniform(

@@ -10,7 +10,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optax_lopt.tasks.base import TaskFamily, check_choices, check_positive_int
+from optax_lopt import _checks
+from optax_lopt.tasks.base import TaskFamily, check_choices, set_checked
 
 
 class _TanhMLP(nn.Module):
@@ -78,13 +79,11 @@ class TwoMoons(TaskFamily):
     num_steps: int = 200
 
     def __post_init__(self) -> None:
-        check_positive_int("num_points", self.num_points)
-        if not self.noise >= 0:
-            raise ValueError(f"noise: expected a number >= 0, got {self.noise!r}.")
-        check_choices("hidden_sizes", self.hidden_sizes)
-        if not self.l2 >= 0:
-            raise ValueError(f"l2: expected a number >= 0, got {self.l2!r}.")
-        check_positive_int("num_steps", self.num_steps)
+        set_checked(self, "num_points")
+        set_checked(self, "noise", _checks.non_negative)
+        set_checked(self, "hidden_sizes", check_choices)
+        set_checked(self, "l2", _checks.non_negative)
+        set_checked(self, "num_steps")
 
     @property
     def _net(self) -> _TanhMLP:
