@@ -94,3 +94,10 @@ def one_of(name: str, value: Any, choices: Iterable[Any]) -> Any:
         listed = ", ".join(repr(c) for c in choices)
         raise ValueError(f"{name}: expected one of {listed}; got {value!r}.")
     return value
+
+
+def boolean(name: str, value: Any) -> bool:
+    """``value`` as a ``bool`` (Python or NumPy bool only; 0 and 1 are refused)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise _fail(name, "a bool", value)
+    return bool(value)
