@@ -104,3 +104,10 @@ def path(name: str, value: Any) -> str:
     if not isinstance(fspath, str) or not fspath:
         raise _fail(name, "a non-empty str or os.PathLike path", value)
     return fspath
+
+
+def boolean(name: str, value: Any) -> bool:
+    """``value`` as a ``bool`` (Python or NumPy bool only; 0 and 1 are refused)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise _fail(name, "a bool", value)
+    return bool(value)

@@ -73,6 +73,9 @@ def test_preprocessing_features(kind, expected):
         ({"input_scale": float("inf")}, "input_scale"),
         ({"input_scale": True}, "input_scale"),
         ({"output_scale": float("nan")}, "output_scale"),
+        ({"hidden_size": True}, "hidden_size"),
+        ({"hidden_size": 2.0}, "hidden_size"),
+        ({"cell": ["gru"]}, "cell"),
     ],
 )
 def test_bad_arguments_are_named(kwargs, argument):

@@ -261,3 +261,41 @@ def test_huge_gradients_give_finite_updates(case):
         updates, state = tx.update(huge, state, params, value=1e30)
     chex.assert_tree_all_finite((updates, state))
     assert np.isfinite(sum(float(jnp.abs(u).sum()) for u in jax.tree.leaves(updates)))
+
+
+@pytest.mark.parametrize(
+    "bad, path, words",
+    [
+        (lambda g: {**g, "scale": jnp.ones((2,))}, "['scale']", "shape"),
+        (
+            lambda g: {**g, "dense": {"w": g["dense"]["w"].T, "b": g["dense"]["b"]}},
+            "['w']",
+            "shape",
+        ),
+        (lambda g: {k: v for k, v in g.items() if k != "scale"}, "['scale']", "structure"),
+        (lambda g: {**g, "extra": jnp.ones(())}, "['extra']", "structure"),
+    ],
+    ids=["leaf-shape", "transposed", "missing-leaf", "extra-leaf"],
+)
+def test_mismatched_gradients_name_the_first_bad_leaf(case, bad, path, words):
+    _, _, tx = case
+    params = _params()
+    state = tx.init(params)
+    grads = bad(_grads(params))
+    with pytest.raises(ValueError, match="updates") as info:
+        tx.update(grads, state, params, value=1.0)
+    message = str(info.value)
+    assert path in message and words in message and "state" in message, message
+    # Without params the state is what the gradients are checked against.
+    with pytest.raises(ValueError, match="state"):
+        tx.update(grads, state, value=1.0)
+
+
+def test_gradients_matching_the_state_but_not_params_name_params(case):
+    _, _, tx = case
+    params = _params()
+    state = tx.init(params)
+    other = {**params, "scale": jnp.ones((3,))}
+    with pytest.raises(ValueError, match="updates") as info:
+        tx.update(_grads(params), state, other, value=1.0)
+    assert "['scale']" in str(info.value) and "params" in str(info.value)

@@ -111,6 +111,8 @@ def test_large_and_small_leaves_agree_with_separate_runs():
         ({"momentum_decays": 0.9}, "momentum_decays"),
         ({"step_mult": 0.0}, "step_mult"),
         ({"output_scale": -0.1}, "output_scale"),
+        ({"hidden_sizes": ()}, "hidden_sizes"),
+        ({"spike_clip": -1.0}, "spike_clip"),
     ],
 )
 def test_bad_config_names_the_argument(kwargs, name):

@@ -126,6 +126,8 @@ def test_default_untrained_optimizer_descends_a_quadratic():
         ({"hidden_sizes": ()}, "hidden_sizes"),
         ({"loss_decays": (0.9, 1.5)}, "loss_decays"),
         ({"exp_mult": "big"}, "exp_mult"),
+        ({"lstm_hidden_size": True}, "lstm_hidden_size"),
+        ({"spike_clip": float("inf")}, "spike_clip"),
     ],
 )
 def test_bad_config_names_the_argument(kwargs, name):

@@ -64,6 +64,9 @@ def test_meta_gradient_flows_to_learning_rate():
         (optax_lopt.LearnableAdam, {"b2": -0.1}, "b2"),
         (optax_lopt.LearnableAdam, {"eps": 0.0}, "eps"),
         (optax_lopt.LearnableSGDM, {"learning_rate": float("inf")}, "learning_rate"),
+        (optax_lopt.LearnableSGDM, {"momentum": "0.9"}, "momentum"),
+        (optax_lopt.LearnableAdam, {"b1": None}, "b1"),
+        (optax_lopt.LearnableAdam, {"learning_rate": True}, "learning_rate"),
     ],
 )
 def test_bad_arguments_are_named(cls, kwargs, argument):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import chex
@@ -144,6 +145,14 @@ def test_state_layout_and_config_roundtrip():
         ({"feature_clip": float("inf")}, "feature_clip"),
         ({"feature_clip": True}, "feature_clip"),
         ({"feature_clip": "5"}, "feature_clip"),
+        ({"hidden_sizes": ()}, "hidden_sizes"),
+        ({"hidden_sizes": (True,)}, "hidden_sizes"),
+        ({"momentum_decays": (0.5, "0.9")}, "momentum_decays"),
+        ({"timescales": (1.0, -3.0)}, "timescales"),
+        ({"antisymmetric": 1}, "antisymmetric"),
+        ({"skip_init": "zeros"}, "skip_init"),
+        ({"spike_clip": 0.0}, "spike_clip"),
+        ({"spike_clip": "10"}, "spike_clip"),
     ],
 )
 def test_bad_config_names_the_argument(kwargs, name):
@@ -164,10 +173,13 @@ def _spike_updates(lopt, spike):
 
 
 def test_feature_clip_bounds_the_step_of_a_gradient_spike():
+    # spike_clip=None throughout: this is the feature clip's own effect.
     clipped = optax_lopt.MLPLOpt(
-        hidden_sizes=(4,), output_scale=1.0, skip_init="random", feature_clip=2.0
+        hidden_sizes=(4,), output_scale=1.0, skip_init="random", feature_clip=2.0, spike_clip=None
     )
-    plain = optax_lopt.MLPLOpt(hidden_sizes=(4,), output_scale=1.0, skip_init="random")
+    plain = optax_lopt.MLPLOpt(
+        hidden_sizes=(4,), output_scale=1.0, skip_init="random", spike_clip=None
+    )
     # With the clip, every feature the spike moves saturates: a spike 1000x larger moves the
     # optimizer the same.
     chex.assert_trees_all_close(
@@ -179,7 +191,7 @@ def test_feature_clip_bounds_the_step_of_a_gradient_spike():
     assert abs(float(spiked_plain[1, 2])) > 2 * abs(float(spiked_clipped[1, 2]))
     # Ordinary gradients (features well inside the clip) are unaffected.
     wide = optax_lopt.MLPLOpt(
-        hidden_sizes=(4,), output_scale=1.0, skip_init="random", feature_clip=1e4
+        hidden_sizes=(4,), output_scale=1.0, skip_init="random", feature_clip=1e4, spike_clip=None
     )
     chex.assert_trees_all_close(_spike_updates(wide, 0.3), _spike_updates(plain, 0.3))
     assert optax_lopt.from_config("MLPLOpt", clipped.config()) == clipped
@@ -243,3 +255,19 @@ def test_zero_mlp_output_is_exactly_adam():
         u2, s2 = adam_update(jax.grad(loss)(p2), s2, p2)
         chex.assert_trees_all_close(u1, u2, rtol=1e-4, atol=1e-7)
         p1, p2 = optax.apply_updates(p1, u1), optax.apply_updates(p2, u2)
+
+
+def test_numpy_scalars_are_accepted_and_stored_as_python_numbers():
+    lopt = optax_lopt.MLPLOpt(
+        hidden_sizes=(np.int64(8),), second_moment_decay=np.float64(0.99), spike_clip=np.int32(5)
+    )
+    assert lopt == optax_lopt.MLPLOpt(hidden_sizes=(8,), second_moment_decay=0.99, spike_clip=5)
+    assert type(lopt.hidden_sizes[0]) is int and type(lopt.spike_clip) is float
+    json.dumps(lopt.config())
+
+
+def test_config_without_spike_clip_loads_with_the_guard():
+    """A config saved before the guard existed (the shipped "general") gets it by default."""
+    config = optax_lopt.MLPLOpt().config()
+    del config["spike_clip"]
+    assert optax_lopt.from_config("MLPLOpt", config).spike_clip == F.SPIKE_CLIP

@@ -29,8 +29,6 @@ References:
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -38,7 +36,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from optax_lopt import _numerics
+from optax_lopt import _checks, _numerics
 
 FEATURE_LIMIT = 1e15
 """Features are clipped to this magnitude before normalisation, so that the mean of their
@@ -64,42 +62,97 @@ DEFAULT_TIMESCALES = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.
 # ----------------------------------------------------------------------------- validation
 
 
-def check_decays(name: str, decays: Sequence[float], allow_empty: bool = False) -> None:
-    """Raises a ValueError unless ``decays`` is a tuple of numbers in (0, 1)."""
-    if not isinstance(decays, tuple):
-        raise ValueError(f"{name}: expected a tuple of decay rates, got {decays!r}.")
-    if not decays and not allow_empty:
-        raise ValueError(f"{name}: expected at least one decay rate, got an empty tuple.")
-    for d in decays:
-        if not isinstance(d, (int, float)) or not 0.0 < d < 1.0:
-            raise ValueError(f"{name}: expected decay rates in (0, 1), got {decays!r}.")
+def check_decays(name: str, decays: Any, allow_empty: bool = False) -> tuple[float, ...]:
+    """``decays`` as a tuple of floats in (0, 1); a ValueError naming ``name`` otherwise."""
+    if not isinstance(decays, tuple) or (not decays and not allow_empty):
+        what = "a tuple of decay rates in (0, 1)" + ("" if allow_empty else ", at least one")
+        raise ValueError(f"{name}: expected {what}, got {decays!r}.")
+    return tuple(_checks.in_unit_interval(f"{name}[{i}]", d) for i, d in enumerate(decays))
 
 
-def check_positive(name: str, value: Any) -> None:
-    """Raises a ValueError unless ``value`` is a finite positive number (not a bool)."""
-    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if not (number and math.isfinite(value) and value > 0):
-        raise ValueError(f"{name}: expected a finite positive number, got {value!r}.")
+def check_sizes(name: str, value: Any) -> tuple[int, ...]:
+    """``value`` as a non-empty tuple of positive ints; a ValueError naming ``name`` otherwise."""
+    if not isinstance(value, tuple) or not value:
+        raise ValueError(
+            f"{name}: expected a non-empty tuple of positive integers (one per hidden layer), "
+            f"got {value!r}."
+        )
+    return tuple(_checks.positive_int(f"{name}[{i}]", v) for i, v in enumerate(value))
 
 
-def check_nonnegative(name: str, value: Any) -> None:
-    """Raises a ValueError unless ``value`` is a number >= 0."""
-    if not isinstance(value, (int, float)) or not value >= 0:
-        raise ValueError(f"{name}: expected a non-negative number, got {value!r}.")
+def check_timescales(name: str, value: Any) -> tuple[float, ...]:
+    """``value`` as a non-empty tuple of finite positive floats (step-embedding timescales)."""
+    if not isinstance(value, tuple) or not value:
+        raise ValueError(f"{name}: expected a non-empty tuple of positive numbers, got {value!r}.")
+    return tuple(_checks.positive(f"{name}[{i}]", t) for i, t in enumerate(value))
 
 
-def check_size(name: str, value: Any) -> None:
-    """Raises a ValueError unless ``value`` is a positive int."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name}: expected a positive int, got {value!r}.")
+def optional(check: Any) -> Any:
+    """A check that lets None through and applies ``check`` to anything else."""
+    return lambda name, value: None if value is None else check(name, value)
 
 
-def check_sizes(name: str, value: Any) -> None:
-    """Raises a ValueError unless ``value`` is a tuple of positive ints (may be empty)."""
-    if not isinstance(value, tuple) or not all(
-        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value
-    ):
-        raise ValueError(f"{name}: expected a tuple of positive ints, got {value!r}.")
+def check_fields(config: Any, checks: dict[str, Any]) -> None:
+    """Runs ``checks[field](field, value)`` on fields of a frozen dataclass, storing the result.
+
+    Every check comes from `optax_lopt._checks` (or is built on it), so all architectures
+    accept and refuse the same values with the same words; storing the normalised value turns
+    NumPy scalars into Python numbers, which keeps the config hashable and JSON-able.
+    """
+    for field, check in checks.items():
+        object.__setattr__(config, field, check(field, getattr(config, field)))
+
+
+def check_tree(updates: Any, reference: Any, what: str, trailing: int = 0) -> None:
+    """Raises a ValueError unless ``updates`` has the tree structure and leaf shapes of
+    ``reference``.
+
+    One check shared by every architecture's ``update``: gradients of another model (a
+    different tree, or a leaf of another shape) would otherwise fail deep inside jax with a
+    message that names no leaf, or silently broadcast.
+
+    Args:
+      updates: the gradients passed to ``update``.
+      reference: a params-structured tree (part of the optimizer's state, or the params).
+      what: how the error calls ``reference``: ``"state"`` or ``"params"``.
+      trailing: number of trailing axes of each reference leaf that are not the parameter's
+        (e.g. the hidden units of a per-coordinate recurrent state).
+
+    Raises:
+      ValueError: naming "updates", ``what`` and the first mismatching leaf path.
+    """
+    got = jax.tree_util.tree_flatten_with_path(updates)[0]
+    want = jax.tree_util.tree_flatten_with_path(reference)[0]
+    got_paths = [jax.tree_util.keystr(k) for k, _ in got]
+    want_paths = [jax.tree_util.keystr(k) for k, _ in want]
+    if got_paths != want_paths:
+        for i in range(max(len(got_paths), len(want_paths))):
+            a = got_paths[i] if i < len(got_paths) else None
+            b = want_paths[i] if i < len(want_paths) else None
+            if a != b:
+                break
+        where = (
+            f"updates has {a!r} where the {what} has {b!r}"
+            if a and b
+            else (
+                f"updates lacks the {what}'s leaf {b!r}"
+                if b
+                else f"updates has an extra leaf {a!r}"
+            )
+        )
+        raise ValueError(
+            f"updates: expected the tree structure of the {what} this optimizer was "
+            f"initialised with ({len(want_paths)} leaves), got {len(got_paths)} leaves; "
+            f"first mismatch: {where}."
+        )
+    for (path, g), (_, r) in zip(got, want, strict=True):
+        shape = tuple(jnp.shape(r))
+        shape = shape[: len(shape) - trailing] if trailing else shape
+        if tuple(jnp.shape(g)) != shape:
+            raise ValueError(
+                f"updates: expected leaf {jax.tree_util.keystr(path)} to have the shape {shape} "
+                f"of the {what}, got shape {tuple(jnp.shape(g))}."
+            )
 
 
 # ----------------------------------------------------------------------------- accumulators
@@ -187,10 +240,84 @@ def factored_mean(state: FactoredMoment, shape: tuple[int, ...], correction: Any
     return correction * mean(state.row)
 
 
+def factored_v_hat(
+    state: FactoredMoment, shape: tuple[int, ...], correction: Any = 1.0
+) -> jax.Array:
+    """The full ``v_hat`` of :func:`factored_rsqrt` (without eps), of the leaf's ``shape``."""
+    if _is_factored(shape):
+        row_mean = jnp.maximum(jnp.mean(state.row, axis=-1, keepdims=True), _NORM_EPS)
+        return correction * (state.row / row_mean)[..., :, None] * state.col[..., None, :]
+    return correction * state.row
+
+
 def bias_correction(decay: float, count: jax.Array) -> jax.Array:
     """``1 / (1 - decay**t)``: undoes the zero initialisation of an EMA after ``t`` steps."""
     t = jnp.maximum(count.astype(jnp.float32), 1.0)
     return 1.0 / (1.0 - jnp.asarray(decay, jnp.float32) ** t)
+
+
+SPIKE_CLIP = 10.0
+"""Default of the architectures' ``spike_clip``: gradient entries beyond 10 running RMSs are
+clipped."""
+
+_SEEN = 10 * SECOND_MOMENT_EPS
+
+
+def spike_clip(g: jax.Array, v_hat: jax.Array, limit: float | None) -> jax.Array:
+    """Clips the gradient entries that are spikes against the history, leaving others exact.
+
+    Entry ``i`` is clipped to ``+/- limit * sqrt(max(v_hat_i, mean(v_hat)))``: ``limit``
+    times its running root-mean-square gradient, floored by the tensor's, so a coordinate
+    whose own history is near zero (sparse rows, units that were dead, a zero crossing) may
+    still take an ordinary step. Where the tensor has no history yet (the first step, or only
+    zero gradients so far) nothing is clipped. A clipped entry adds at most
+    ``limit**2 * (1 - decay) * v_hat_i`` to an EMA of ``g**2`` with ``decay``, so one spike
+    at step ``t`` raises the bias-corrected second moment at most
+    ``1 + limit**2 * (1 - decay) / (1 - decay**(t + 1))``-fold (about ``1 + limit**2 / t``
+    early in training, ``1 + limit**2 * (1 - decay)`` late), instead of holding it, and every
+    feature scaled by it, for thousands of steps. This is SPAM's spike-aware clipping, with the
+    threshold on the bias-corrected moment and floored per tensor.
+
+    Args:
+      g: the cleaned gradient of one leaf.
+      v_hat: the bias-corrected second moment before this step (``g``'s shape).
+      limit: how many running RMSs an entry may reach; None: no clip.
+
+    Returns:
+      ``g``, clipped.
+
+    References:
+      Huang et al., "SPAM: Spike-Aware Adam with Momentum Reset for Stable LLM Training",
+      arXiv 2501.06842.
+    """
+    if limit is None:
+        return g
+    tensor = mean(v_hat)
+    bound = (limit * jnp.sqrt(jnp.maximum(v_hat, tensor))).astype(g.dtype)
+    return jnp.where(tensor > _SEEN, jnp.clip(g, -bound, bound), g)
+
+
+def spike_clip_factored(
+    grads: Any, factored: Sequence[Any], decays: Sequence[float], count: jax.Array, limit: Any
+) -> Any:
+    """:func:`spike_clip` of every leaf against the factored moment of the slowest decay.
+
+    ``factored`` holds one tree of `FactoredMoment` leaves per decay in ``decays`` (state
+    before this step, ``count`` steps taken). Without decays (or ``limit`` None) ``grads``
+    is returned as it is.
+    """
+    if limit is None or not decays:
+        return grads
+    k = max(range(len(decays)), key=lambda i: decays[i])
+    correction = bias_correction(decays[k], count)
+    return jax.tree.map(
+        lambda g, fac: spike_clip(
+            g, factored_v_hat(fac, g.shape, correction).astype(g.dtype), limit
+        ),
+        grads,
+        factored[k],
+        is_leaf=lambda x: isinstance(x, FactoredMoment),
+    )
 
 
 # ----------------------------------------------------------------------------- features

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optax_lopt import _numerics
+from optax_lopt import _checks, _numerics
 from optax_lopt.architectures import _features as F
 from optax_lopt.architectures._cells import CELLS
 from optax_lopt.base import LearnedOptimizer, MetaParams
@@ -77,6 +77,19 @@ class ComponentwiseRNN(LearnedOptimizer):
       output_scale: fixed factor on the readout, so readout weights of order one give
         updates of order ``output_scale``.
 
+    Outliers: the hidden state of every cell is bounded (``|h| <= 1``: GRU and vanilla RNN
+    states are tanh-bounded averages, an LSTM's output is ``o * tanh(c)``), so however large
+    a gradient, no step exceeds ``output_scale * (sum(|W|) + |b|)`` (``theta["readout"]``),
+    the architecture's bound; gradients beyond +/- 1e18 enter as +/- 1e18 and non-finite
+    entries as 0. How fast the state forgets a spike is the learned cell's own memory; with
+    ``"log1p-sign"`` a spike of 1e30 enters as ``log1p(1e18 * input_scale)`` (about 41 at
+    scale 1), bounded. There is no other guard, so a meta-trained ``theta`` behaves exactly
+    as it was trained.
+
+    ``params`` only sets the updates' dtype (``params=None``: the gradients'); gradients
+    whose tree or leaf shapes are not those of the state raise a ValueError naming the first
+    mismatching leaf.
+
     References:
       Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and
       novel mechanisms", arXiv 2011.02159.
@@ -89,16 +102,16 @@ class ComponentwiseRNN(LearnedOptimizer):
     output_scale: float = 0.1
 
     def __post_init__(self) -> None:
-        if not isinstance(self.hidden_size, int) or self.hidden_size < 1:
-            raise ValueError(f"hidden_size: expected a positive int, got {self.hidden_size!r}.")
-        if self.cell not in CELLS:
-            raise ValueError(f"cell: expected one of {sorted(CELLS)}, got {self.cell!r}.")
-        if self.preprocessing not in PREPROCESSING:
-            raise ValueError(
-                f"preprocessing: expected one of {PREPROCESSING}, got {self.preprocessing!r}."
-            )
-        F.check_positive("input_scale", self.input_scale)
-        F.check_positive("output_scale", self.output_scale)
+        F.check_fields(
+            self,
+            {
+                "hidden_size": _checks.positive_int,
+                "cell": lambda n, v: _checks.one_of(n, v, sorted(CELLS)),
+                "preprocessing": lambda n, v: _checks.one_of(n, v, PREPROCESSING),
+                "input_scale": _checks.positive,
+                "output_scale": _checks.positive,
+            },
+        )
 
     @property
     def num_inputs(self) -> int:
@@ -146,6 +159,9 @@ class ComponentwiseRNN(LearnedOptimizer):
 
         def update_fn(updates, state, params=None, *, value=None, **extra_args):
             del value, extra_args
+            F.check_tree(updates, state.carry[0], "state", trailing=1)
+            if params is not None:
+                F.check_tree(updates, params, "params")
             leaves, treedef = jax.tree.flatten(updates)
             carry_leaves = [treedef.flatten_up_to(c) for c in state.carry]
             outs = [

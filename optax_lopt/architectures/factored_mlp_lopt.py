@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optax_lopt import _numerics
+from optax_lopt import _checks, _numerics
 from optax_lopt.architectures import _features as F
 from optax_lopt.base import LearnedOptimizer, MetaParams
 
@@ -83,6 +83,17 @@ class FactoredMLPLOpt(LearnedOptimizer):
       step_mult: scale of the update.
       exp_mult: scale of the magnitude in the exponent.
       output_scale: initial scale of the MLP's output layer relative to LeCun-normal.
+      spike_clip: the outlier guard, on by default: before anything reads it, each gradient
+        entry is clipped to ``spike_clip`` times its running RMS ``sqrt(v_ij)`` (floored by the
+        tensor's; ``v`` the bias-corrected factored estimate of the slowest factored decay so
+        far; see ``_features.spike_clip``), so a spike neither sets the tensor's RMS ``s`` for
+        thousands of steps nor makes the other coordinates' features huge. Gradients within
+        ``spike_clip`` running RMSs pass exactly; the first step (no history) is never
+        clipped; without factored decays there is no guard. ``None`` turns it off.
+
+    Without ``params`` the parameter feature is zero, as if every parameter were 0. Gradients
+    whose tree or leaf shapes are not those of the state (and of ``params``) raise a
+    ValueError naming the first mismatching leaf.
 
     References:
       Metz et al., "Practical tradeoffs between memory, compute, and performance in learned
@@ -97,14 +108,21 @@ class FactoredMLPLOpt(LearnedOptimizer):
     step_mult: float = 1e-3
     exp_mult: float = 1e-3
     output_scale: float = 0.1
+    spike_clip: float | None = F.SPIKE_CLIP
 
     def __post_init__(self) -> None:
-        F.check_sizes("hidden_sizes", self.hidden_sizes)
-        F.check_decays("momentum_decays", self.momentum_decays)
-        F.check_decays("factored_decays", self.factored_decays, allow_empty=True)
-        F.check_positive("step_mult", self.step_mult)
-        F.check_nonnegative("exp_mult", self.exp_mult)
-        F.check_nonnegative("output_scale", self.output_scale)
+        F.check_fields(
+            self,
+            {
+                "hidden_sizes": F.check_sizes,
+                "momentum_decays": F.check_decays,
+                "factored_decays": lambda n, v: F.check_decays(n, v, allow_empty=True),
+                "step_mult": _checks.positive,
+                "exp_mult": _checks.non_negative,
+                "output_scale": _checks.non_negative,
+                "spike_clip": F.optional(_checks.positive),
+            },
+        )
 
     @property
     def num_inputs(self) -> int:
@@ -135,7 +153,13 @@ class FactoredMLPLOpt(LearnedOptimizer):
 
         def update_fn(updates, state, params=None, *, value=None, **extra_args):
             del value, extra_args
+            F.check_tree(updates, state.momenta[0], "state")
+            if params is not None:
+                F.check_tree(updates, params, "params")
             grads = jax.tree.map(_numerics.clean_gradient, updates)
+            grads = F.spike_clip_factored(
+                grads, state.factored, fdecays, state.count, self.spike_clip
+            )
             count = optax.safe_increment(state.count)
             momenta = F.update_momenta(state.momenta, grads, decays)
             factored = tuple(

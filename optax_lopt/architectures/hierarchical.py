@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optax_lopt import _numerics
+from optax_lopt import _checks, _numerics
 from optax_lopt.architectures import _features as F
 from optax_lopt.base import LearnedOptimizer, MetaParams
 
@@ -172,6 +172,18 @@ class HierarchicalLOpt(LearnedOptimizer):
       step_mult: scale of the update.
       exp_mult: scale of the magnitude in the exponent.
       output_scale: initial scale of the MLP's and the context's output layers.
+      spike_clip: the outlier guard, on by default, as in `FactoredMLPLOpt`: each gradient
+        entry is clipped to ``spike_clip`` times its running RMS (floored by the tensor's; from
+        the factored second moment of the slowest factored decay) before the momenta, second
+        moments, features and tensor statistics read it. A spike then can neither set the
+        tensor's RMS statistics (and the LSTM's inputs) for thousands of steps nor make the
+        other coordinates' features huge; gradients within ``spike_clip`` running RMSs pass
+        exactly. The first step is never clipped; without factored decays there is no guard.
+        ``None`` turns it off.
+
+    Without ``params`` the parameter feature and the parameter statistic are those of all-zero
+    parameters. Gradients whose tree or leaf shapes are not those of the state (and of
+    ``params``) raise a ValueError naming the first mismatching leaf.
 
     References:
       Metz et al., "Tasks, stability, architecture, and compute: Training more effective
@@ -186,18 +198,23 @@ class HierarchicalLOpt(LearnedOptimizer):
     step_mult: float = 1e-3
     exp_mult: float = 1e-3
     output_scale: float = 0.1
+    spike_clip: float | None = F.SPIKE_CLIP
 
     def __post_init__(self) -> None:
-        F.check_size("lstm_hidden_size", self.lstm_hidden_size)
-        F.check_sizes("hidden_sizes", self.hidden_sizes)
-        if not self.hidden_sizes:
-            raise ValueError("hidden_sizes: expected at least one hidden layer, got ().")
-        F.check_decays("momentum_decays", self.momentum_decays)
-        F.check_decays("factored_decays", self.factored_decays, allow_empty=True)
-        F.check_decays("loss_decays", self.loss_decays)
-        F.check_positive("step_mult", self.step_mult)
-        F.check_nonnegative("exp_mult", self.exp_mult)
-        F.check_nonnegative("output_scale", self.output_scale)
+        F.check_fields(
+            self,
+            {
+                "lstm_hidden_size": _checks.positive_int,
+                "hidden_sizes": F.check_sizes,
+                "momentum_decays": F.check_decays,
+                "factored_decays": lambda n, v: F.check_decays(n, v, allow_empty=True),
+                "loss_decays": F.check_decays,
+                "step_mult": _checks.positive,
+                "exp_mult": _checks.non_negative,
+                "output_scale": _checks.non_negative,
+                "spike_clip": F.optional(_checks.positive),
+            },
+        )
 
     @property
     def num_inputs(self) -> int:
@@ -251,7 +268,13 @@ class HierarchicalLOpt(LearnedOptimizer):
             updates, state, params=None, *, value=None, validation_value=None, **extra_args
         ):
             del extra_args
+            F.check_tree(updates, state.momenta[0], "state")
+            if params is not None:
+                F.check_tree(updates, params, "params")
             grads = jax.tree.map(_numerics.clean_gradient, updates)
+            grads = F.spike_clip_factored(
+                grads, state.factored, fdecays, state.count, self.spike_clip
+            )
             count = optax.safe_increment(state.count)
             momenta = F.update_momenta(state.momenta, grads, decays)
             is_fac = lambda x: isinstance(x, F.FactoredMoment)

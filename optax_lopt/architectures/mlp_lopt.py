@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optax_lopt import _numerics
+from optax_lopt import _checks, _numerics
 from optax_lopt.architectures import _features as F
 from optax_lopt.base import LearnedOptimizer, MetaParams
 
@@ -94,6 +94,22 @@ class MLPLOpt(LearnedOptimizer):
         the optimizer updates its own meta-parameters (``optax_lopt.meta.SelfTrainer``) a
         spike-sized step can destabilise the whole population; the self-training benchmark
         uses 5. ``None`` (default) only guards against non-finite values.
+      spike_clip: the outlier guard, on by default: before anything reads it, each gradient
+        entry is clipped to ``spike_clip`` times its running RMS ``sqrt(v_i)`` (floored by the
+        tensor's ``sqrt(mean(v))``; ``v`` the bias-corrected second moment so far; see
+        ``_features.spike_clip``). Without it one entry of 1e6 or more sets the tensor's
+        ``s`` for thousands of steps, the ``r * s`` feature of every other coordinate becomes
+        huge and so does every later step. With it a spike raises ``v`` by a bounded factor
+        (about ``1 + spike_clip**2 / t`` at step ``t``, ``1 + spike_clip**2 * (1 - beta2)``
+        late in training), so the features and the steps come back within a few tens of
+        steps. Gradients within ``spike_clip`` running RMSs pass exactly, so ordinary
+        training, and a meta-trained ``theta``, see no change; the first step, which has no
+        history, is never clipped. ``None`` turns it off.
+
+    Without ``params`` (``update(grads, state)``) the parameter feature is zero, as if every
+    parameter were 0: the steps differ from those with ``params``. Gradients whose tree or
+    leaf shapes are not those of the state (and of ``params``) raise a ValueError naming the
+    first mismatching leaf.
 
     References:
       Metz et al., "Understanding and correcting pathologies in the training of learned
@@ -112,31 +128,25 @@ class MLPLOpt(LearnedOptimizer):
     timescales: tuple[float, ...] = F.DEFAULT_TIMESCALES
     antisymmetric: bool = False
     feature_clip: float | None = None
+    spike_clip: float | None = F.SPIKE_CLIP
 
     def __post_init__(self) -> None:
-        F.check_sizes("hidden_sizes", self.hidden_sizes)
-        F.check_decays("momentum_decays", self.momentum_decays)
-        F.check_decays("second_moment_decay", (self.second_moment_decay,))
-        F.check_positive("step_mult", self.step_mult)
-        F.check_nonnegative("exp_mult", self.exp_mult)
-        F.check_nonnegative("output_scale", self.output_scale)
-        if not (
-            isinstance(self.timescales, tuple)
-            and self.timescales
-            and all(isinstance(t, (int, float)) and t > 0 for t in self.timescales)
-        ):
-            raise ValueError(
-                f"timescales: expected a non-empty tuple of positive numbers, got "
-                f"{self.timescales!r}."
-            )
-        if not isinstance(self.antisymmetric, bool):
-            raise ValueError(f"antisymmetric: expected a bool, got {self.antisymmetric!r}.")
-        if self.feature_clip is not None:
-            F.check_positive("feature_clip", self.feature_clip)
-        if self.skip_init not in _SKIP_INITS:
-            raise ValueError(
-                f"skip_init: expected one of {list(_SKIP_INITS)}, got {self.skip_init!r}."
-            )
+        F.check_fields(
+            self,
+            {
+                "hidden_sizes": F.check_sizes,
+                "momentum_decays": F.check_decays,
+                "second_moment_decay": _checks.in_unit_interval,
+                "step_mult": _checks.positive,
+                "exp_mult": _checks.non_negative,
+                "output_scale": _checks.non_negative,
+                "skip_init": lambda n, v: _checks.one_of(n, v, _SKIP_INITS),
+                "timescales": F.check_timescales,
+                "antisymmetric": _checks.boolean,
+                "feature_clip": F.optional(_checks.positive),
+                "spike_clip": F.optional(_checks.positive),
+            },
+        )
 
     @property
     def num_inputs(self) -> int:
@@ -172,7 +182,16 @@ class MLPLOpt(LearnedOptimizer):
 
         def update_fn(updates, state, params=None, *, value=None, **extra_args):
             del value, extra_args
+            F.check_tree(updates, state.second_moment, "state")
+            if params is not None:
+                F.check_tree(updates, params, "params")
             grads = jax.tree.map(_numerics.clean_gradient, updates)
+            v_prev = F.bias_correction(beta2, state.count)
+            grads = jax.tree.map(
+                lambda g, v: F.spike_clip(g, v_prev * v, self.spike_clip),
+                grads,
+                state.second_moment,
+            )
             count = optax.safe_increment(state.count)
             momenta = F.update_momenta(state.momenta, grads, decays)
             second = jax.tree.map(
