@@ -94,3 +94,17 @@ def one_of(name: str, value: Any, choices: Iterable[Any]) -> Any:
         listed = ", ".join(repr(c) for c in choices)
         raise ValueError(f"{name}: expected one of {listed}; got {value!r}.")
     return value
+
+
+def between(name: str, value: Any, low: float, high: float) -> float:
+    """``value`` as a finite ``float`` in the closed interval ``[low, high]``."""
+    if not is_real(value) or not math.isfinite(float(value)) or not low <= value <= high:
+        raise _fail(name, f"a number in [{low:g}, {high:g}]", value)
+    return float(value)
+
+
+def at_least(name: str, value: Any, bound: float) -> float:
+    """``value`` as a finite ``float`` no smaller than ``bound``."""
+    if not is_real(value) or not math.isfinite(float(value)) or value < bound:
+        raise _fail(name, f"a finite number >= {bound:g}", value)
+    return float(value)

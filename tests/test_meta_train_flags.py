@@ -3,32 +3,19 @@ and the command recorded with the final weights."""
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
 import shlex
-import sys
 
 import chex
 import jax.numpy as jnp
 import optax
 import pytest
+from _examples import load_example
 
 import optax_lopt
 
 
-def _load_example():
-    if "_meta_train_example" in sys.modules:  # absl flags may be defined only once
-        return sys.modules["_meta_train_example"]
-    path = pathlib.Path(__file__).parent.parent / "examples" / "meta_train.py"
-    spec = importlib.util.spec_from_file_location("_meta_train_example", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_architecture_config_reaches_the_constructor():
-    example = _load_example()
+    example = load_example("meta_train")
     config = example.Config(
         architecture="ComponentwiseRNN",
         architecture_config='{"hidden_size": 7, "preprocessing": "log1p-sign"}',
@@ -43,7 +30,7 @@ def test_architecture_config_reaches_the_constructor():
     [("[1, 2]", "JSON object"), ("{bad", "JSON object"), ('{"nope": 1}', "nope")],
 )
 def test_bad_architecture_config_names_the_flag(text, match):
-    example = _load_example()
+    example = load_example("meta_train")
     config = example.Config(architecture="ComponentwiseRNN", architecture_config=text)
     with pytest.raises(ValueError, match="architecture_config") as info:
         example.build_lopt(config)
@@ -53,7 +40,7 @@ def test_bad_architecture_config_names_the_flag(text, match):
 def test_cosine_decay_follows_optax_schedule():
     # Adam's first step has magnitude lr_t per coordinate (sign-like), so the step sizes
     # read back the schedule: lr at step 0, alpha * lr at the end.
-    example = _load_example()
+    example = load_example("meta_train")
     config = example.Config(
         meta_learning_rate=0.1, meta_lr_decay="cosine", meta_lr_alpha=0.2, num_outer_steps=10
     )
@@ -75,7 +62,7 @@ def test_cosine_decay_follows_optax_schedule():
 
 
 def test_bad_decay_settings_raise():
-    example = _load_example()
+    example = load_example("meta_train")
     with pytest.raises(ValueError, match="meta_lr_decay"):
         example.build_meta_optimizer(example.Config(meta_lr_decay="linear"))
     with pytest.raises(ValueError, match="meta_lr_alpha"):
@@ -83,7 +70,7 @@ def test_bad_decay_settings_raise():
 
 
 def test_command_round_trips_every_weight_relevant_setting():
-    example = _load_example()
+    example = load_example("meta_train")
     config = example.Config(
         task="rosenbrock",
         architecture="ComponentwiseRNN",
@@ -108,7 +95,7 @@ def test_command_round_trips_every_weight_relevant_setting():
 
 
 def test_final_weights_record_the_command(tmp_path):
-    example = _load_example()
+    example = load_example("meta_train")
     config = example.Config(
         task="rosenbrock",
         architecture="ComponentwiseRNN",
