@@ -116,3 +116,50 @@ def test_final_weights_record_the_command(tmp_path):
     metadata = optax_lopt.serialization.read_config(tmp_path / "final")["metadata"]
     assert metadata["command"] == example.command(config)
     assert metadata["meta_train_config"]["architecture_config"] == '{"hidden_size": 4}'
+
+
+def _tiny(tmp_path, **overrides):
+    example = load_example("meta_train")
+    settings = dict(
+        task="rosenbrock",
+        architecture="LearnableSGDM",
+        estimator="truncated_bptt",
+        num_outer_steps=2,
+        num_tasks=2,
+        truncation_length=3,
+        workdir=str(tmp_path),
+        progress=False,
+    )
+    return example.Config(**{**settings, **overrides})
+
+
+@pytest.mark.parametrize("flag, value", [("task", "rosenbrok"), ("estimator", "pess")])
+def test_bad_flag_values_name_the_flag_and_list_the_valid_values(tmp_path, flag, value):
+    example = load_example("meta_train")
+    with pytest.raises(ValueError, match=f"--{flag}") as info:
+        example.run(_tiny(tmp_path, **{flag: value}))
+    assert ("rosenbrock" if flag == "task" else "'pes'") in str(info.value)
+
+
+def test_help_lists_the_valid_values():
+    from absl import flags
+
+    example = load_example("meta_train")
+    values = flags.FlagValues()
+    example.define_flags(example.Config, flag_values=values)
+    text = values.get_help()
+    for name in ("linear_regression", "rosenbrock", "truncated_bptt", "hybrid", "MLPLOpt"):
+        assert name in text, name
+    assert values["estimator"].default == example.Config().estimator
+
+
+def test_resume_with_another_flag_names_the_flag(tmp_path, capsys):
+    example = load_example("meta_train")
+    example.run(_tiny(tmp_path))
+    for flag, value in (("estimator", "truncated_es"), ("architecture", "LearnableAdam")):
+        with pytest.raises(ValueError, match=f"--{flag}") as info:
+            example.run(_tiny(tmp_path, num_outer_steps=3, **{flag: value}))
+        assert len(str(info.value).splitlines()) == 1, str(info.value)
+    capsys.readouterr()
+    example.run(_tiny(tmp_path, num_outer_steps=3, progress=True))  # the same flags resume
+    assert "from the checkpoint at step 2." in capsys.readouterr().err

@@ -16,8 +16,8 @@ from _examples import load_example
 
 import optax_lopt
 from optax_lopt.meta import MetaTrainer, read_metrics
-from optax_lopt.meta.metrics_log import summarize
 from optax_lopt.meta.base import GradientEstimator
+from optax_lopt.meta.metrics_log import summarize
 
 LOPT = optax_lopt.LearnableSGDM(learning_rate=0.01, momentum=0.9)
 TARGET = {"log_learning_rate": jnp.asarray(-1.0), "momentum_logit": jnp.asarray(0.5)}

@@ -15,6 +15,7 @@ lists the choices; a value outside them is refused naming the flag) and
 from __future__ import annotations
 
 import dataclasses
+import sys
 import typing
 from collections.abc import Sequence
 from typing import Any
@@ -34,7 +35,12 @@ def _base_type(hint: Any) -> type:
 
 
 def define_flags(config_cls: type, flag_values: flags.FlagValues = flags.FLAGS) -> None:
-    """Defines one flag per field of ``config_cls`` (an existing flag is left as it is)."""
+    """Defines one flag per field of ``config_cls`` (an existing flag is left as it is).
+
+    The flags are registered as the calling script's own, so its ``--help`` lists them.
+    """
+    caller = sys._getframe(1).f_globals.get("__name__", "")
+    module_name = sys.argv[0] if caller == "__main__" else caller
     hints = typing.get_type_hints(config_cls)
     for field in dataclasses.fields(config_cls):
         if field.name in flag_values:
@@ -43,8 +49,10 @@ def define_flags(config_cls: type, flag_values: flags.FlagValues = flags.FLAGS) 
         text = field.metadata.get("help", field.name)
         choices = field.metadata.get("choices")
         args = (field.name, field.default, text)
-        if choices is not None:
-            flags.DEFINE_enum(*args, list(choices), flag_values=flag_values)
+        if choices is not None:  # absl's help shows them as <a|b|c>
+            flags.DEFINE_enum(
+                field.name, field.default, list(choices), text, flag_values=flag_values
+            )
         elif kind is bool:
             flags.DEFINE_bool(*args, flag_values=flag_values)
         elif kind is int:
@@ -53,6 +61,7 @@ def define_flags(config_cls: type, flag_values: flags.FlagValues = flags.FLAGS) 
             flags.DEFINE_float(*args, flag_values=flag_values)
         else:
             flags.DEFINE_string(*args, flag_values=flag_values)
+        flag_values.register_flag_by_module(module_name, flag_values[field.name])
 
 
 def config_from_flags(config_cls: type, flag_values: flags.FlagValues = flags.FLAGS) -> Any:
