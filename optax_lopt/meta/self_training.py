@@ -38,13 +38,12 @@ loop of the paper. The same coupling is the main risk: an optimizer that learns 
 steps also takes larger steps on its own meta-parameters, and with ``rule="best"`` one
 unstable best member moves everyone at once. ``rule="self"``, an ``MLPLOpt`` whose
 ``feature_clip`` bounds the step a meta-gradient spike can cause, and one member replaced per
-PBT event (so that one lineage does not take over the population) was the steadiest
-combination of these options measured, yet it matches Adam-driven meta-training on only some
-seeds (a noisy quadratic added to the task mix brings it level in median over twenty seeds):
-the README's self-training section has the comparisons, what else was tried, and the
-``|theta|^2`` runaway behind the failures.
+PBT event (so that one lineage does not take over the population) guard against it; the
+docs' self-training results page has the measured comparisons.
 
-The whole population advances in one jitted call (``vmap`` over members). The random key of
+The whole population advances in one jitted call: the outer loop's `meta_step`, vmapped
+over members (the ``"best"`` rule gathers the members' running losses and ``theta`` across
+that vmap axis). The random key of
 outer step ``t`` is ``fold_in(key(seed), t)``, so a run resumed from a checkpoint (the whole
 population, written with orbax) ends exactly where an uninterrupted run ends. With a
 ``workdir``, ``<workdir>/metrics.jsonl`` gets one record per outer step with every member's
@@ -63,6 +62,7 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from typing import Any, NamedTuple, TextIO
@@ -130,6 +130,15 @@ def _check_random_init(lopt: LearnedOptimizer) -> None:
             f"lopt: expected a randomly initialised learned optimizer (skip_init='random'), "
             f"got skip_init={skip_init!r}, whose initial theta is Adam in disguise; pass "
             "dataclasses.replace(lopt, skip_init='random') or an explicit theta."
+        )
+
+
+def _check_population(theta: MetaParams, population_size: int) -> None:
+    sizes = {jnp.shape(x)[0] if jnp.ndim(x) else None for x in jax.tree.leaves(theta)}
+    if sizes != {population_size}:
+        raise ValueError(
+            f"theta: expected leaves with leading dimension population_size="
+            f"{population_size}, got leading dimensions {sorted(map(str, sizes))}."
         )
 
 
@@ -225,12 +234,7 @@ class SelfTrainer:
         if theta is None:
             _check_random_init(lopt)
         else:
-            sizes = {jnp.shape(x)[0] if jnp.ndim(x) else None for x in jax.tree.leaves(theta)}
-            if sizes != {self.population_size}:
-                raise ValueError(
-                    f"theta: expected leaves with leading dimension population_size="
-                    f"{population_size}, got leading dimensions {sorted(map(str, sizes))}."
-                )
+            _check_population(theta, self.population_size)
 
         self.estimator = estimator
         self.lopt = lopt
@@ -248,6 +252,11 @@ class SelfTrainer:
     def workdir(self) -> str | None:
         """The run directory (None: nothing written or resumed)."""
         return self.options.workdir
+
+    @workdir.setter
+    def workdir(self, value: str | os.PathLike | None) -> None:
+        path = None if value is None else os.fspath(value)
+        self.options = dataclasses.replace(self.options, workdir=path)
 
     # ----------------------------------------------------------------- pure functions
 

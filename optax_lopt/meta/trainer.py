@@ -25,6 +25,7 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, TextIO
@@ -63,6 +64,19 @@ class TrainState(NamedTuple):
     estimator_state: EstimatorState
     num_skipped: jax.Array
     num_resets: jax.Array
+
+
+def _check_mesh(mesh: Any, estimator: Any, num_tasks: int | None) -> int:
+    """The task batch size to shard over ``mesh`` (``estimator.num_tasks`` when None)."""
+    if not isinstance(mesh, jax.sharding.Mesh):
+        raise ValueError(f"mesh: expected a jax.sharding.Mesh, got {type(mesh).__name__}.")
+    num_tasks = getattr(estimator, "num_tasks", None) if num_tasks is None else num_tasks
+    if num_tasks is None:
+        raise ValueError(
+            "num_tasks: expected the task batch size (the estimator has no "
+            "num_tasks attribute), got None."
+        )
+    return num_tasks
 
 
 class MetaTrainer:
@@ -152,14 +166,7 @@ class MetaTrainer:
             on_step=on_step,
         )
         if mesh is not None:
-            if not isinstance(mesh, jax.sharding.Mesh):
-                raise ValueError(f"mesh: expected a jax.sharding.Mesh, got {type(mesh).__name__}.")
-            num_tasks = getattr(estimator, "num_tasks", None) if num_tasks is None else num_tasks
-            if num_tasks is None:
-                raise ValueError(
-                    "num_tasks: expected the task batch size (the estimator has no "
-                    "num_tasks attribute), got None."
-                )
+            num_tasks = _check_mesh(mesh, estimator, num_tasks)
 
         self.estimator = estimator
         self.meta_optimizer = optax.with_extra_args_support(meta_optimizer)
@@ -172,14 +179,18 @@ class MetaTrainer:
         self._keys = outer_loop.seed_keys(self.seed)
         self._initial_theta = theta
 
+        self._compile()
+
+    def _compile(self) -> None:
+        """Jits init, step and reset, placed on the mesh when there is one."""
         abstract = jax.eval_shape(self._init_fn)
-        self._shardings = None if mesh is None else self._state_shardings(abstract)
-        if mesh is None:
+        self._shardings = None if self.mesh is None else self._state_shardings(abstract)
+        if self.mesh is None:
             self._init = jax.jit(self._init_fn)
             self._step = jax.jit(self._step_fn)
             self._reset = jax.jit(self._reset_fn)
         else:
-            copy = sharding.replicated(mesh)
+            copy = sharding.replicated(self.mesh)
             self._init = jax.jit(self._init_fn, out_shardings=self._shardings)
             self._step = jax.jit(self._step_fn, out_shardings=(self._shardings, copy, copy))
             self._reset = jax.jit(self._reset_fn, out_shardings=self._shardings)
@@ -189,6 +200,11 @@ class MetaTrainer:
     def workdir(self) -> str | None:
         """The run directory (None: nothing written or resumed)."""
         return self.options.workdir
+
+    @workdir.setter
+    def workdir(self, value: str | os.PathLike | None) -> None:
+        path = None if value is None else os.fspath(value)
+        self.options = dataclasses.replace(self.options, workdir=path)
 
     def _state_shardings(self, abstract: TrainState) -> TrainState:
         copy = sharding.replicated(self.mesh)
