@@ -23,7 +23,7 @@ from absl import app, flags
 
 import optax_lopt
 import optax_lopt.tasks
-from optax_lopt.meta import MetaTrainer, estimator
+from optax_lopt.meta import MetaTrainer, estimator, estimator_fields
 
 _TASK = flags.DEFINE_string("task", "linear_regression", "Task family name.")
 _ARCHITECTURE = flags.DEFINE_string("architecture", "MLPLOpt", "Learned optimizer class name.")
@@ -44,7 +44,7 @@ def bench_one(name: str) -> dict[str, float | str]:
     lopt = optax_lopt.architecture(_ARCHITECTURE.value)()
     family = optax_lopt.tasks.family(_TASK.value)
     kwargs = {"num_tasks": _NUM_TASKS.value}
-    if name not in ("full_bptt", "es"):
+    if "truncation_length" in estimator_fields(name):
         kwargs["truncation_length"] = _TRUNCATION_LENGTH.value
     est = estimator(name, lopt, family, **kwargs)
     losses: list[float] = []

@@ -65,7 +65,8 @@ from optax_lopt.meta import (
     plot_population,
     probe_meta_optimizers,
 )
-from optax_lopt.meta.self_training import RUNNING_LOSS_CAP
+from optax_lopt.meta.pbt import cap_loss
+from optax_lopt.tasks.mixes import SELF_TRAINING_EVALUATED, self_training_mix
 
 _POPULATION_SIZE = flags.DEFINE_integer("population_size", 8, "Self-training members.")
 _NUM_OUTER_STEPS = flags.DEFINE_integer("num_outer_steps", 150, "Outer steps of every run.")
@@ -101,8 +102,6 @@ _PROBE_EVERY = flags.DEFINE_integer("probe_every", 25, "Outer steps between prob
 _PROBE_STEPS = flags.DEFINE_integer("probe_steps", 40, "Outer steps of each probe trainee.")
 _PROBE_TRAINEES = flags.DEFINE_integer("probe_trainees", 4, "Fresh trainees per snapshot.")
 
-_NAMES = ("linear_regression", "two_moons")
-
 
 def _lopt() -> optax_lopt.MLPLOpt:
     return optax_lopt.MLPLOpt(
@@ -114,46 +113,32 @@ def _lopt() -> optax_lopt.MLPLOpt:
     )
 
 
-def _families() -> list[Any]:
-    return [
-        optax_lopt.tasks.family("linear_regression", num_steps=_HORIZON.value),
-        optax_lopt.tasks.family(
-            "two_moons",
-            num_points=_TWO_MOONS_POINTS.value,
-            hidden_sizes=(16,),
-            num_steps=_HORIZON.value,
-        ),
-    ]
-
-
-def _training_families() -> list[Any]:
-    """The evaluated families, plus the auxiliary noisy quadratic when it is on."""
-    families = _families()
-    if _AUX_QUADRATIC_DIM.value:
-        aux = optax_lopt.tasks.family(
-            "quadratic",
-            dim=_AUX_QUADRATIC_DIM.value,
-            noise_scale=_AUX_QUADRATIC_NOISE.value,
-            num_steps=_HORIZON.value,
-        )
-        families.append(aux)
-    return families
-
-
-def _estimator(lopt, families, num_tasks: int) -> Mixture:
-    return Mixture(
-        [
-            PES(
-                lopt,
-                f,
-                num_tasks=num_tasks,
-                truncation_length=_TRUNCATION_LENGTH.value,
-                sigma=_SIGMA.value,
-            )
-            for f in families
-        ],
-        names=(*_NAMES, "aux_quadratic")[: len(families)],
+def _mix() -> tuple[Any, ...]:
+    """The ``self_training`` preset (with the auxiliary noisy quadratic when it is on)."""
+    return self_training_mix(
+        _HORIZON.value,
+        _TWO_MOONS_POINTS.value,
+        _AUX_QUADRATIC_DIM.value,
+        _AUX_QUADRATIC_NOISE.value,
     )
+
+
+def _estimator(lopt, num_tasks: int) -> Mixture:
+    def make(family):
+        return PES(
+            lopt,
+            family,
+            num_tasks=num_tasks,
+            truncation_length=_TRUNCATION_LENGTH.value,
+            sigma=_SIGMA.value,
+        )
+
+    return Mixture.from_mix(_mix(), make)
+
+
+def _families() -> list[Any]:
+    """The evaluated families of the mix."""
+    return [c.build() for c in _mix() if c.name in SELF_TRAINING_EVALUATED]
 
 
 def _tune_scores(lopt, thetas: list[Any], families, num: int) -> list[float]:
@@ -179,15 +164,14 @@ def _running_mean(values: list[float], decay: float) -> list[float]:
     """The EMA the population is ranked by (first value as is), for the Adam reference."""
     out: list[float] = []
     for v in values:
-        v = min(v, RUNNING_LOSS_CAP) if np.isfinite(v) else RUNNING_LOSS_CAP
+        v = float(cap_loss(np.float64(np.nan if v is None else v)))
         out.append(v if not out else decay * out[-1] + (1 - decay) * v)
     return out
 
 
 def _probe_score(losses: np.ndarray) -> list[float]:
     """Per snapshot: median over trainees of the mean meta-loss of the last 10 probe steps."""
-    capped = np.minimum(losses, RUNNING_LOSS_CAP)
-    tail = np.where(np.isfinite(losses), capped, RUNNING_LOSS_CAP)[:, :, -10:]
+    tail = cap_loss(np.asarray(losses))[:, :, -10:]
     return [float(v) for v in np.median(tail.mean(axis=2), axis=1)]
 
 
@@ -195,26 +179,20 @@ def _held_out(lopt, theta, families) -> dict[str, float]:
     tx = lopt.transform(theta)
     return {
         name: evaluation.evaluate({"x": tx}, f, _NUM_EVAL_INSTANCES.value)["x"].objective
-        for name, f in zip(_NAMES, families, strict=True)
+        for name, f in zip(SELF_TRAINING_EVALUATED, families, strict=True)
     }
 
 
-def main(argv: list[str]) -> None:
-    del argv
-    lopt = _lopt()
-    families = _families()
-    training = _training_families()
-    size, steps = _POPULATION_SIZE.value, _NUM_OUTER_STEPS.value
-    per_member = len(training) * _NUM_TASKS.value * 2 * _TRUNCATION_LENGTH.value
-    inner_steps = size * per_member * steps
+def _self_train(lopt, size: int, steps: int) -> dict[str, Any]:
+    """Self-training, paused every --probe_every steps to keep the best member.
 
-    # Self-training, paused every --probe_every steps to keep the best member (the pause
-    # resumes from the checkpoint just written, bit-identical to an uninterrupted run).
+    The pause resumes from the checkpoint just written, bit-identical to an uninterrupted run.
+    """
     records: list[dict[str, Any]] = []
     workdir = tempfile.mkdtemp(prefix="self_training_")
     start = time.perf_counter()
     trainer = SelfTrainer(
-        _estimator(lopt, training, _NUM_TASKS.value),
+        _estimator(lopt, _NUM_TASKS.value),
         lopt,
         population_size=size,
         rule=_RULE.value,
@@ -233,107 +211,110 @@ def main(argv: list[str]) -> None:
     snapshots = {0: trainer.best_theta(trainer.init_state())}
     for at in range(_PROBE_EVERY.value, steps + _PROBE_EVERY.value, _PROBE_EVERY.value):
         snapshots[min(at, steps)] = trainer.train(min(at, steps))
-    self_s = time.perf_counter() - start
+    seconds = time.perf_counter() - start
     shutil.rmtree(workdir, ignore_errors=True)
     members = [jax.tree.map(lambda x, i=i: x[i], trainer.state.theta) for i in range(size)]
-    tune = _tune_scores(lopt, members, families, _NUM_TUNE_INSTANCES.value)
+    tune = _tune_scores(lopt, members, _families(), _NUM_TUNE_INSTANCES.value)
     member = int(np.argmin(tune))
-    self_theta = jax.tree.map(lambda x: x[member], trainer.state.theta)
-    self_test = _held_out(lopt, self_theta, families)
+    theta = jax.tree.map(lambda x: x[member], trainer.state.theta)
+    return {
+        "records": records,
+        "snapshots": snapshots,
+        "seconds": seconds,
+        "member": member,
+        "test": _held_out(lopt, theta, _families()),
+        "ema_decay": trainer.ema_decay,
+    }
 
-    # Adam, the same inner steps per outer step and in total, meta learning rate tuned.
-    adam_rows = []
+
+def _adam_train(lopt, size: int, steps: int, ema_decay: float) -> tuple[dict, list[dict]]:
+    """Adam, the same inner steps per outer step and in total, meta learning rate tuned."""
+    rows = []
     for lr in (float(v) for v in _META_LEARNING_RATES.value):
         start = time.perf_counter()
-        adam_losses: list[float] = []
+        losses: list[float] = []
         adam = MetaTrainer(
-            _estimator(lopt, training, size * _NUM_TASKS.value),
+            _estimator(lopt, size * _NUM_TASKS.value),
             optax.adam(lr),
             lopt=lopt,
             seed=_SEED.value,
             clip_norm=1.0,
             progress=False,
-            on_step=lambda step, record, out=adam_losses: out.append(record["meta_loss"]),
+            on_step=lambda step, record, out=losses: out.append(record["meta_loss"]),
         )
         theta = adam.train(steps)
-        adam_rows.append(
-            {
-                "meta_learning_rate": lr,
-                "theta": theta,
-                "seconds": time.perf_counter() - start,
-                "running": _running_mean(adam_losses, trainer.ema_decay),
-            }
-        )
-    thetas = [r["theta"] for r in adam_rows]
-    for r, score in zip(
-        adam_rows, _tune_scores(lopt, thetas, families, _NUM_TUNE_INSTANCES.value), strict=True
-    ):
+        seconds = time.perf_counter() - start
+        rows.append({"meta_learning_rate": lr, "theta": theta, "seconds": seconds})
+        rows[-1]["running"] = _running_mean(losses, ema_decay)
+    scores = _tune_scores(lopt, [r["theta"] for r in rows], _families(), _NUM_TUNE_INSTANCES.value)
+    for r, score in zip(rows, scores, strict=True):
         r["tune"] = score
-    best_adam = min(adam_rows, key=lambda r: r["tune"] if np.isfinite(r["tune"]) else np.inf)
-    adam_test = _held_out(lopt, best_adam["theta"], families)
+    best = min(rows, key=lambda r: r["tune"] if np.isfinite(r["tune"]) else np.inf)
+    best["test"] = _held_out(lopt, best["theta"], _families())
+    return best, rows
 
-    # The feedback loop: each snapshot meta-trains the same fresh random trainees.
-    probe_est = _estimator(lopt, training, _NUM_TASKS.value)
-    probe_kwargs = dict(
+
+def _feedback(lopt, snapshots, adam_lr: float) -> tuple[dict[int, float], float]:
+    """The feedback loop: each snapshot meta-trains the same fresh random trainees."""
+    probe_est = _estimator(lopt, _NUM_TASKS.value)
+    kwargs = dict(
         num_steps=_PROBE_STEPS.value, num_trainees=_PROBE_TRAINEES.value, seed=_SEED.value + 7
     )
     stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *snapshots.values())
-    probe = _probe_score(probe_meta_optimizers(probe_est, lopt, stacked, **probe_kwargs))
-    feedback = dict(zip(snapshots, probe, strict=True))
-    adam_meta = optax.chain(
-        optax.clip_by_global_norm(1.0), optax.adam(best_adam["meta_learning_rate"])
-    )
-    adam_probe = _probe_score(
-        probe_meta_optimizers(probe_est, lopt, meta_optimizer=adam_meta, **probe_kwargs)
-    )[0]
+    probe = _probe_score(probe_meta_optimizers(probe_est, lopt, stacked, **kwargs))
+    adam_meta = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(adam_lr))
+    adam = _probe_score(probe_meta_optimizers(probe_est, lopt, meta_optimizer=adam_meta, **kwargs))
+    return dict(zip(snapshots, probe, strict=True)), adam[0]
 
-    self_value = float(np.mean(list(self_test.values())))
-    adam_value = float(np.mean(list(adam_test.values())))
-    if _FIGURE.value:
-        os.makedirs(os.path.dirname(_FIGURE.value) or ".", exist_ok=True)
-        plot_population(
-            records,
-            _FIGURE.value,
-            title=f"Self-training MLPLOpt from random init ({size} members, rule={_RULE.value})",
-            references={
-                f"Adam-trained (meta-lr {best_adam['meta_learning_rate']:g}), same inner steps": (
-                    best_adam["running"]
-                )
-            },
-            feedback=feedback,
-            feedback_references={"Adam as the meta-optimizer": adam_probe},
-        )
 
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, " + (
-        f"jax {jax.__version__} on {jax.devices()[0].platform}"
+def _figure(selfrun, best_adam, feedback, adam_probe, size: int) -> None:
+    os.makedirs(os.path.dirname(_FIGURE.value) or ".", exist_ok=True)
+    label = f"Adam-trained (meta-lr {best_adam['meta_learning_rate']:g}), same inner steps"
+    plot_population(
+        selfrun["records"],
+        _FIGURE.value,
+        title=f"Self-training MLPLOpt from random init ({size} members, rule={_RULE.value})",
+        references={label: best_adam["running"]},
+        feedback=feedback,
+        feedback_references={"Adam as the meta-optimizer": adam_probe},
     )
+
+
+def _print_table(selfrun, best_adam, rows, feedback, adam_probe, sizes) -> None:
+    size, steps, inner_steps, machine = sizes
+    self_test, adam_test = selfrun["test"], best_adam["test"]
     print(
         f"Self-training vs Adam meta-training, MLPLOpt(hidden {_HIDDEN_SIZE.value}, step_mult "
         f"{_STEP_MULT.value}, random init), {steps} outer steps, {inner_steps} inner steps "
         f"each ({machine})"
     )
-    mix = ", ".join(type(f).__name__ for f in training)
-    print(f"Training mix: {mix}; evaluated on {', '.join(_NAMES)}")
+    print(
+        f"Training mix: {', '.join(c.name for c in _mix())}; evaluated on "
+        f"{', '.join(SELF_TRAINING_EVALUATED)}"
+    )
     print(f"{'meta-trainer':<34}{'lin. regr.':>11}{'two moons':>11}{'mean':>9}{'train s':>9}")
-    print(
-        f"{f'self-trained ({size} members, member {member})':<34}"
-        f"{self_test['linear_regression']:>11.4f}{self_test['two_moons']:>11.4f}"
-        f"{self_value:>9.4f}{self_s:>9.0f}"
-    )
-    print(
-        f"{'Adam lr ' + format(best_adam['meta_learning_rate'], 'g') + ' (tuned)':<34}"
-        f"{adam_test['linear_regression']:>11.4f}{adam_test['two_moons']:>11.4f}"
-        f"{adam_value:>9.4f}{best_adam['seconds']:>9.0f}"
-    )
+    for label, test, seconds in (
+        (
+            f"self-trained ({size} members, member {selfrun['member']})",
+            self_test,
+            selfrun["seconds"],
+        ),
+        (f"Adam lr {best_adam['meta_learning_rate']:g} (tuned)", adam_test, best_adam["seconds"]),
+    ):
+        print(
+            f"{label:<34}{test['linear_regression']:>11.4f}{test['two_moons']:>11.4f}"
+            f"{np.mean(list(test.values())):>9.4f}{seconds:>9.0f}"
+        )
     print("Adam meta learning rates ('tune' split meta-objective):")
-    for r in adam_rows:
+    for r in rows:
         print(f"  {r['meta_learning_rate']:<8g}{r['tune']:>9.4f}")
     print("Running meta-loss (EMA) by outer step: best member / Adam-trained / best's gain")
     for at in sorted({10, 25, 50, 75, 100, 125, steps} & set(range(1, steps + 1))):
-        r = records[at - 1]
-        gain = r["step_gain"][r["best"]]
-        adam_at = best_adam["running"][at - 1]
-        print(f"  {at:>5}  {r['best_ema_meta_loss']:.4f}  {adam_at:.4f}  {gain:.3g}")
+        r = selfrun["records"][at - 1]
+        print(
+            f"  {at:>5}  {r['best_ema_meta_loss']:.4f}  {best_adam['running'][at - 1]:.4f}  "
+            f"{r['step_gain'][r['best']]:.3g}"
+        )
     print(
         f"Feedback probe: {_PROBE_TRAINEES.value} fresh random trainees meta-trained for "
         f"{_PROBE_STEPS.value} outer steps by the best member saved at each step (median over "
@@ -343,22 +324,41 @@ def main(argv: list[str]) -> None:
         print(f"  snapshot {at:>5}  {value:.4f}")
     print(f"  Adam (meta-lr {best_adam['meta_learning_rate']:g}, clip 1)  {adam_probe:.4f}")
     print(f"Figure: {_FIGURE.value}")
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    lopt = _lopt()
+    size, steps = _POPULATION_SIZE.value, _NUM_OUTER_STEPS.value
+    per_member = len(_mix()) * _NUM_TASKS.value * 2 * _TRUNCATION_LENGTH.value
+    inner_steps = size * per_member * steps
+    selfrun = _self_train(lopt, size, steps)
+    best_adam, rows = _adam_train(lopt, size, steps, selfrun["ema_decay"])
+    feedback, adam_probe = _feedback(lopt, selfrun["snapshots"], best_adam["meta_learning_rate"])
+    if _FIGURE.value:
+        _figure(selfrun, best_adam, feedback, adam_probe, size)
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, " + (
+        f"jax {jax.__version__} on {jax.devices()[0].platform}"
+    )
+    _print_table(
+        selfrun, best_adam, rows, feedback, adam_probe, (size, steps, inner_steps, machine)
+    )
     print(
         json.dumps(
             {
-                "self_trained": self_value,
-                "adam_trained": adam_value,
-                "self_trained_per_family": self_test,
-                "adam_trained_per_family": adam_test,
+                "self_trained": float(np.mean(list(selfrun["test"].values()))),
+                "adam_trained": float(np.mean(list(best_adam["test"].values()))),
+                "self_trained_per_family": selfrun["test"],
+                "adam_trained_per_family": best_adam["test"],
                 "adam_meta_learning_rate": best_adam["meta_learning_rate"],
-                "adam_tune": {str(r["meta_learning_rate"]): r["tune"] for r in adam_rows},
-                "self_trained_member": member,
+                "adam_tune": {str(r["meta_learning_rate"]): r["tune"] for r in rows},
+                "self_trained_member": selfrun["member"],
                 "population_size": size,
                 "rule": _RULE.value,
                 "num_outer_steps": steps,
                 "aux_quadratic_dim": _AUX_QUADRATIC_DIM.value,
                 "inner_steps": inner_steps,
-                "self_training_seconds": self_s,
+                "self_training_seconds": selfrun["seconds"],
                 "feedback_probe": {str(k): v for k, v in feedback.items()},
                 "feedback_probe_adam": adam_probe,
                 "machine": machine,

@@ -26,170 +26,141 @@ import dataclasses
 import json
 import os
 import shlex
+import sys
 from typing import Any
 
 import jax
-import numpy as np
 import optax
-from absl import app, flags, logging
+from absl import app, logging
 
 import optax_lopt
 import optax_lopt.tasks
-from optax_lopt.meta import MetaTrainer, Mixture, estimator, read_metrics, task_mesh
-
-_TASK = flags.DEFINE_string("task", "linear_regression", "Task family name.")
-_TASK_MIX = flags.DEFINE_string(
-    "task_mix",
-    None,
-    "Train on a mix of families instead of --task: a preset name (e.g. 'general', see "
-    "optax_lopt.tasks.task_mix_names()) or a JSON list of components, e.g. "
-    '\'[{"family": "quadratic", "reparameterize": true, "weight": 2}, {"family": "rosenbrock"}]\'.',
+from optax_lopt import _checks
+from optax_lopt.meta import (
+    MetaTrainer,
+    Mixture,
+    SettingMismatchError,
+    estimator,
+    estimator_fields,
+    estimator_names,
+    read_metrics,
+    task_mesh,
 )
-_ARCHITECTURE = flags.DEFINE_string("architecture", "MLPLOpt", "Learned optimizer class name.")
-_ARCHITECTURE_CONFIG = flags.DEFINE_string(
-    "architecture_config",
-    "{}",
-    "JSON dict of the architecture's constructor kwargs, e.g. '{\"hidden_size\": 64}'.",
-)
-_ESTIMATOR = flags.DEFINE_string("estimator", "pes", "Gradient estimator module name.")
-_NUM_OUTER_STEPS = flags.DEFINE_integer("num_outer_steps", 300, "Outer (meta) steps in total.")
-_WORKDIR = flags.DEFINE_string("workdir", "/tmp/optax_lopt_meta_train", "Run directory.")
-_SEED = flags.DEFINE_integer("seed", 0, "Random seed; the same seed gives the same weights.")
-_NUM_TASKS = flags.DEFINE_integer("num_tasks", 8, "Tasks trained in parallel per outer step.")
-_TRUNCATION_LENGTH = flags.DEFINE_integer(
-    "truncation_length", 20, "Inner steps per outer step (truncated estimators)."
-)
-_HORIZON = flags.DEFINE_integer(
-    "horizon", None, "Inner steps before a task restarts (default: the task's num_steps)."
-)
-_SIGMA = flags.DEFINE_float("sigma", 0.01, "Perturbation scale (ES-type estimators).")
-_META_LOSS = flags.DEFINE_string(
-    "meta_loss",
-    "mean_normalized",
-    "mean_normalized | log_mean_normalized | final | validation.",
-)
-_META_LEARNING_RATE = flags.DEFINE_float("meta_learning_rate", 3e-3, "Adam meta learning rate.")
-_META_LR_DECAY = flags.DEFINE_enum(
-    "meta_lr_decay", "constant", ["constant", "cosine"], "Meta learning-rate schedule."
-)
-_META_LR_ALPHA = flags.DEFINE_float(
-    "meta_lr_alpha", 0.05, "With --meta_lr_decay=cosine: final learning rate / initial."
-)
-_CLIP_NORM = flags.DEFINE_float("clip_norm", 1.0, "Meta-gradient global-norm clip (0: none).")
-_CHECKPOINT_EVERY = flags.DEFINE_integer("checkpoint_every", 50, "Outer steps per checkpoint.")
-_NUM_DEVICES = flags.DEFINE_integer(
-    "num_devices", 0, "Shard the task batch over this many devices (0: no mesh, -1: all)."
-)
-_DISTRIBUTED = flags.DEFINE_bool(
-    "distributed", False, "Call jax.distributed.initialize() first (multi-host runs)."
-)
-_COORDINATOR_ADDRESS = flags.DEFINE_string(
-    "coordinator_address", None, "With --distributed: host:port of process 0 (else auto-detect)."
-)
-_NUM_PROCESSES = flags.DEFINE_integer(
-    "num_processes", None, "With --distributed: number of processes (else auto-detect)."
-)
-_PROCESS_ID = flags.DEFINE_integer(
-    "process_id", None, "With --distributed: this process's id (else auto-detect)."
-)
-_PROGRESS = flags.DEFINE_bool("progress", True, "Progress bar on stderr (only on a terminal).")
+from optax_lopt.meta.config_flags import config_from_flags, define_flags, setting
+from optax_lopt.meta.meta_losses import META_LOSS_NAMES
+from optax_lopt.meta.metrics_log import summarize
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Everything a meta-training run depends on (the example's flags)."""
+    """Everything a meta-training run depends on; the flags are generated from it."""
 
-    task: str = "linear_regression"
-    task_mix: str | None = None
-    architecture: str = "MLPLOpt"
-    architecture_config: str = "{}"
-    estimator: str = "pes"
-    num_outer_steps: int = 300
-    workdir: str = "/tmp/optax_lopt_meta_train"
-    seed: int = 0
-    num_tasks: int = 8
-    truncation_length: int = 20
-    horizon: int | None = None
-    sigma: float = 0.01
-    meta_loss: str = "mean_normalized"
-    meta_learning_rate: float = 3e-3
-    meta_lr_decay: str = "constant"
-    meta_lr_alpha: float = 0.05
-    clip_norm: float = 1.0
-    checkpoint_every: int = 50
-    num_devices: int = 0
-    progress: bool | None = None
+    task: str = setting(
+        "linear_regression", "Task family name.", choices=optax_lopt.tasks.family_names()
+    )
+    task_mix: str | None = setting(
+        None,
+        "Train on a mix of families instead of --task: a preset name (one of "
+        f"{', '.join(optax_lopt.tasks.task_mix_names())}) or a JSON list of components, e.g. "
+        '\'[{"family": "quadratic", "reparameterize": true}, {"family": "rosenbrock"}]\'.',
+    )
+    architecture: str = setting(
+        "MLPLOpt", "Learned optimizer class name.", choices=optax_lopt.architectures()
+    )
+    architecture_config: str = setting(
+        "{}", "JSON dict of the architecture's constructor kwargs, e.g. '{\"hidden_size\": 64}'."
+    )
+    estimator: str = setting("pes", "Gradient estimator.", choices=estimator_names())
+    num_outer_steps: int = setting(300, "Outer (meta) steps in total.")
+    workdir: str = setting("/tmp/optax_lopt_meta_train", "Run directory.")
+    seed: int = setting(0, "Random seed; the same seed gives the same weights.")
+    num_tasks: int = setting(8, "Tasks trained in parallel per outer step.")
+    truncation_length: int = setting(20, "Inner steps per outer step (truncated estimators).")
+    horizon: int | None = setting(
+        None, "Inner steps before a task restarts (default: the task's num_steps)."
+    )
+    sigma: float = setting(0.01, "Perturbation scale (ES-type estimators).")
+    meta_loss: str = setting("mean_normalized", "Meta-loss.", choices=META_LOSS_NAMES)
+    meta_learning_rate: float = setting(3e-3, "Adam meta learning rate.")
+    meta_lr_decay: str = setting(
+        "constant", "Meta learning-rate schedule.", choices=("constant", "cosine")
+    )
+    meta_lr_alpha: float = setting(
+        0.05, "With --meta_lr_decay=cosine: final learning rate / initial."
+    )
+    clip_norm: float = setting(1.0, "Meta-gradient global-norm clip (0: none).")
+    checkpoint_every: int = setting(50, "Outer steps per checkpoint.")
+    num_devices: int = setting(
+        0, "Shard the task batch over this many devices (0: no mesh, -1: all)."
+    )
+    progress: bool = setting(True, "Progress bar on stderr (only on a terminal).")
+    distributed: bool = setting(False, "Call jax.distributed.initialize() first (multi-host runs).")
+    coordinator_address: str | None = setting(
+        None, "With --distributed: host:port of process 0 (else auto-detect)."
+    )
+    num_processes: int | None = setting(
+        None, "With --distributed: number of processes (else auto-detect)."
+    )
+    process_id: int | None = setting(
+        None, "With --distributed: this process's id (else auto-detect)."
+    )
 
 
-# Flags of `command` in the order they are written; ``progress`` and ``num_devices`` only
-# change how a run is shown or placed, not its weights, and are left out.
-_COMMAND_FIELDS = (
-    "task",
-    "task_mix",
-    "architecture",
-    "architecture_config",
-    "estimator",
-    "num_outer_steps",
-    "seed",
-    "num_tasks",
-    "truncation_length",
-    "horizon",
-    "sigma",
-    "meta_loss",
-    "meta_learning_rate",
-    "meta_lr_decay",
-    "meta_lr_alpha",
-    "clip_norm",
-    "checkpoint_every",
+# Flags of `command` in the order they are written: every one that changes the weights.
+_COMMAND_FIELDS = tuple(
+    f.name
+    for f in dataclasses.fields(Config)
+    if f.name
+    not in {"workdir", "num_devices", "progress", "distributed", "coordinator_address"}
+    | {"num_processes", "process_id"}
+)
+# Settings a resume must share with the checkpoints (num_outer_steps may grow, unless it
+# sets the cosine schedule's length).
+_RESUME_FIELDS = tuple(
+    n for n in _COMMAND_FIELDS if n not in ("num_outer_steps", "checkpoint_every")
 )
 
 
+def check_flags(config: Config) -> None:
+    """Refuses a value outside a flag's choices, naming the flag and listing the values."""
+    for field in dataclasses.fields(Config):
+        choices = field.metadata.get("choices")
+        if choices is not None:
+            _checks.one_of(f"--{field.name}", getattr(config, field.name), choices)
+
+
 def build_lopt(config: Config) -> optax_lopt.LearnedOptimizer:
-    """The architecture named by ``config.architecture`` with ``config.architecture_config``.
+    """``optax_lopt.from_config`` of ``--architecture`` and ``--architecture_config``.
 
     Raises:
-      ValueError: ``architecture_config`` is not a JSON object, or has arguments the
-        architecture does not take.
+      ValueError: naming ``architecture_config``, for text that is not a JSON object or has
+        arguments the architecture does not take.
     """
     try:
         kwargs = json.loads(config.architecture_config)
     except json.JSONDecodeError as err:
-        raise ValueError(
-            "architecture_config: expected a JSON object of constructor arguments, got "
-            f"{config.architecture_config!r} ({err})."
-        ) from err
+        kwargs = err
     if not isinstance(kwargs, dict):
         raise ValueError(
             "architecture_config: expected a JSON object of constructor arguments, got "
             f"{config.architecture_config!r}."
         )
-    cls = optax_lopt.architecture(config.architecture)
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
     try:
-        return cls(**kwargs)
-    except TypeError as err:
-        raise ValueError(
-            f"architecture_config: arguments {sorted(kwargs)} do not fit "
-            f"{config.architecture}: {err}"
-        ) from err
+        return optax_lopt.from_config(config.architecture, kwargs)
+    except ValueError as err:
+        raise ValueError(f"architecture_config: {err}") from err
 
 
 def build_meta_optimizer(config: Config) -> optax.GradientTransformation:
     """Adam at ``meta_learning_rate``, constant or cosine-decayed over the run to ``alpha``."""
+    _checks.one_of("meta_lr_decay", config.meta_lr_decay, ("constant", "cosine"))
     if config.meta_lr_decay == "constant":
         return optax.adam(config.meta_learning_rate)
-    if config.meta_lr_decay == "cosine":
-        if not 0.0 <= config.meta_lr_alpha <= 1.0:
-            raise ValueError(
-                f"meta_lr_alpha: expected a number in [0, 1], got {config.meta_lr_alpha!r}."
-            )
-        schedule = optax.cosine_decay_schedule(
-            config.meta_learning_rate, config.num_outer_steps, alpha=config.meta_lr_alpha
-        )
-        return optax.adam(schedule)
-    raise ValueError(
-        f"meta_lr_decay: expected 'constant' or 'cosine', got {config.meta_lr_decay!r}."
+    alpha = _checks.between("meta_lr_alpha", config.meta_lr_alpha, 0.0, 1.0)
+    schedule = optax.cosine_decay_schedule(
+        config.meta_learning_rate, config.num_outer_steps, alpha=alpha
     )
+    return optax.adam(schedule)
 
 
 def command(config: Config, script: str = "examples/meta_train.py") -> str:
@@ -205,7 +176,7 @@ def command(config: Config, script: str = "examples/meta_train.py") -> str:
 
 
 def build_estimator(config: Config, lopt: optax_lopt.LearnedOptimizer) -> Any:
-    """The estimator named by ``config.estimator``, given only the knobs it takes.
+    """The estimator named by ``config.estimator``, given only the fields it takes.
 
     With ``config.task_mix`` it is an ``optax_lopt.meta.Mixture`` of one such estimator per
     component of the mix (each with ``num_tasks`` tasks), weighted by the components'
@@ -214,20 +185,6 @@ def build_estimator(config: Config, lopt: optax_lopt.LearnedOptimizer) -> Any:
     Raises:
       ValueError: naming ``task_mix``, for a mix that ``optax_lopt.tasks.parse_mix`` rejects.
     """
-    if config.task_mix:
-        try:
-            components = optax_lopt.tasks.parse_mix(config.task_mix)
-        except ValueError as err:
-            raise ValueError(f"task_mix: {err}") from err
-        return Mixture(
-            [_single_estimator(config, lopt, c.build()) for c in components],
-            weights=[c.weight for c in components],
-            names=[c.name for c in components],
-        )
-    return _single_estimator(config, lopt, optax_lopt.tasks.family(config.task))
-
-
-def _single_estimator(config: Config, lopt: optax_lopt.LearnedOptimizer, family: Any) -> Any:
     knobs = {
         "num_tasks": config.num_tasks,
         "truncation_length": config.truncation_length,
@@ -235,116 +192,91 @@ def _single_estimator(config: Config, lopt: optax_lopt.LearnedOptimizer, family:
         "sigma": config.sigma,
         "meta_loss": config.meta_loss,
     }
-    cls = type(estimator(config.estimator, lopt, family))
-    accepted = {f.name for f in dataclasses.fields(cls)}
-    return estimator(
-        config.estimator, lopt, family, **{k: v for k, v in knobs.items() if k in accepted}
-    )
+    fields = estimator_fields(config.estimator)
+    knobs = {k: v for k, v in knobs.items() if k in fields}
+
+    def make(family):
+        return estimator(config.estimator, lopt, family, **knobs)
+
+    if not config.task_mix:
+        return make(optax_lopt.tasks.family(config.task))
+    try:
+        components = optax_lopt.tasks.parse_mix(config.task_mix)
+    except ValueError as err:
+        raise ValueError(f"task_mix: {err}") from err
+    return Mixture.from_mix(components, make)
 
 
-def run(config: Config) -> tuple[optax_lopt.LearnedOptimizer, Any, list[dict[str, Any]]]:
-    """Meta-trains (or resumes) the run described by ``config``.
-
-    Args:
-      config: the run's configuration.
-
-    Returns:
-      ``(lopt, theta, records)``: the architecture, the final meta-parameters and the
-      records of ``metrics.jsonl``.
-    """
-    lopt = build_lopt(config)
-    est = build_estimator(config, lopt)
-    mesh = None
+def _mesh(config: Config) -> Any:
     if config.num_devices and config.task_mix:
         raise ValueError(
             f"num_devices: expected 0 with --task_mix (a mixture is not sharded), got "
             f"{config.num_devices!r}."
         )
-    if config.num_devices:
-        devices = jax.devices()
-        if config.num_devices > 0:
-            devices = devices[: config.num_devices]
-        mesh = task_mesh(devices)
+    if not config.num_devices:
+        return None
+    devices = jax.devices()
+    return task_mesh(devices[: config.num_devices] if config.num_devices > 0 else devices)
+
+
+def _resume_settings(config: Config) -> dict[str, Any]:
+    names = _RESUME_FIELDS + (("num_outer_steps",) if config.meta_lr_decay == "cosine" else ())
+    return {name: getattr(config, name) for name in names}
+
+
+def run(config: Config) -> tuple[optax_lopt.LearnedOptimizer, Any, list[dict[str, Any]]]:
+    """Meta-trains (or resumes) the run described by ``config``.
+
+    Returns:
+      ``(lopt, theta, records)``: the architecture, the final meta-parameters (also in
+      ``<workdir>/final`` with the command that reproduces them) and ``metrics.jsonl``.
+
+    Raises:
+      ValueError: naming the flag, for a bad value or a resume whose flags differ from the
+        checkpoints'.
+    """
+    check_flags(config)
+    lopt = build_lopt(config)
     trainer = MetaTrainer(
-        est,
+        build_estimator(config, lopt),
         build_meta_optimizer(config),
         lopt=lopt,
         workdir=config.workdir,
         seed=config.seed,
         clip_norm=config.clip_norm or None,
         checkpoint_every=config.checkpoint_every,
-        mesh=mesh,
+        mesh=_mesh(config),
         num_tasks=config.num_tasks,
-        progress=config.progress,
+        progress=None if config.progress else False,
+        config=_resume_settings(config),
+        final_metadata={
+            "command": command(config),
+            "meta_train_config": dataclasses.asdict(config),
+        },
     )
-    theta = trainer.train(config.num_outer_steps)
-    records = read_metrics(config.workdir)
-    if jax.process_index() == 0:
-        # Rewrite the final weights with what reproduces them: the command and the config.
-        optax_lopt.save(
-            os.path.join(config.workdir, "final"),
-            lopt,
-            jax.device_get(theta),
-            metadata={
-                "command": command(config),
-                "meta_train_config": dataclasses.asdict(config),
-                "step": config.num_outer_steps,
-                "seed": config.seed,
-                "summary": summarize(records),
-            },
-        )
-    return lopt, theta, records
-
-
-def summarize(records: list[dict[str, Any]], window: int = 20) -> dict[str, Any]:
-    """Mean meta-loss over the first and last ``window`` outer steps, and the cut between."""
-    losses = np.asarray([r["meta_loss"] for r in records if r["meta_loss"] is not None], np.float64)
-    if losses.size == 0:
-        return {"steps": len(records)}
-    window = max(1, min(window, losses.size // 2 or 1))
-    first, last = float(losses[:window].mean()), float(losses[-window:].mean())
-    return {
-        "steps": len(records),
-        "meta_loss_first": first,
-        "meta_loss_last": last,
-        "reduction": 1.0 - last / first if first else None,
-        "num_skipped": records[-1].get("num_skipped", 0),
-    }
+    try:
+        theta = trainer.train(config.num_outer_steps)
+    except SettingMismatchError as err:
+        raise ValueError(
+            f"--{err.name}: the checkpoints in {config.workdir} were written with "
+            f"--{err.name}={err.recorded}, got --{err.name}={err.given}; rerun with the same "
+            "flag or a new --workdir."
+        ) from None
+    return lopt, theta, read_metrics(config.workdir)
 
 
 def main(argv: list[str]) -> None:
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint at INFO
-    if _DISTRIBUTED.value:
-        # None arguments are detected from the cluster (SLURM, Open MPI, Kubernetes, TPU).
+    config = config_from_flags(Config)
+    if config.distributed:  # None arguments are detected from the cluster
         jax.distributed.initialize(
-            coordinator_address=_COORDINATOR_ADDRESS.value,
-            num_processes=_NUM_PROCESSES.value,
-            process_id=_PROCESS_ID.value,
+            config.coordinator_address, config.num_processes, config.process_id
         )
-    config = Config(
-        task=_TASK.value,
-        task_mix=_TASK_MIX.value,
-        architecture=_ARCHITECTURE.value,
-        architecture_config=_ARCHITECTURE_CONFIG.value,
-        estimator=_ESTIMATOR.value,
-        num_outer_steps=_NUM_OUTER_STEPS.value,
-        workdir=_WORKDIR.value,
-        seed=_SEED.value,
-        num_tasks=_NUM_TASKS.value,
-        truncation_length=_TRUNCATION_LENGTH.value,
-        horizon=_HORIZON.value,
-        sigma=_SIGMA.value,
-        meta_loss=_META_LOSS.value,
-        meta_learning_rate=_META_LEARNING_RATE.value,
-        meta_lr_decay=_META_LR_DECAY.value,
-        meta_lr_alpha=_META_LR_ALPHA.value,
-        clip_norm=_CLIP_NORM.value,
-        checkpoint_every=_CHECKPOINT_EVERY.value,
-        num_devices=_NUM_DEVICES.value,
-        progress=None if _PROGRESS.value else False,
-    )
-    _, _, records = run(config)
+    try:
+        _, _, records = run(config)
+    except ValueError as err:
+        sys.exit(f"error: {err}")
     if jax.process_index() == 0:
         summary = summarize(records)
         summary["final_weights"] = os.path.join(config.workdir, "final")
@@ -352,4 +284,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    define_flags(Config)
     app.run(main)

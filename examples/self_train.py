@@ -11,7 +11,9 @@ ones every ``--exploit_every`` outer steps. No hand-designed optimizer is used a
   python examples/self_train.py --workdir=/tmp/self_train --population_size=8 --rule=best
 
 ``MLPLOpt(feature_clip=5)`` (``--feature_clip``, 0 turns it off) keeps one spike in a PES
-meta-gradient from becoming a huge step on a member's own weights (see README).
+meta-gradient from becoming a huge step on a member's own weights. The training mix is the
+``optax_lopt.tasks.mixes.self_training_mix`` preset (``--aux_quadratic_dim`` adds its noisy
+quadratic).
 
 Writes ``<workdir>/metrics.jsonl`` (one record per outer step, every member), orbax
 checkpoints (a rerun with the same flags resumes), the best member to ``<workdir>/final``
@@ -24,226 +26,143 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Any
 
 import numpy as np
-from absl import app, flags
+from absl import app
 
 import optax_lopt
-import optax_lopt.tasks
 from optax_lopt import evaluation
 from optax_lopt.meta import PES, Mixture, SelfTrainer, plot_population, read_metrics
-
-FLAGS = flags.FLAGS
-
-FAMILIES = ("linear_regression", "two_moons")
+from optax_lopt.meta.config_flags import config_from_flags, define_flags, setting
+from optax_lopt.tasks.mixes import SELF_TRAINING_EVALUATED, self_training_mix
 
 
-def make_families(
-    two_moons_points: int = 128,
-    horizon: int = 200,
-    aux_quadratic_dim: int = 0,
-    aux_quadratic_noise: float = 0.3,
-) -> list[Any]:
-    """The training mix: ``linear_regression``, a small ``two_moons``, an optional quadratic.
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """A self-training run's settings; the flags are generated from it."""
 
-    ``two_moons`` has one hidden layer of 16. With ``aux_quadratic_dim > 0`` a noisy quadratic
-    of that dimension is appended: trained on, not evaluated. README's self-training section
-    has ten seeds at dimension 100, noise 0.3, and the settings that collapse.
-    """
-    families = [
-        optax_lopt.tasks.family("linear_regression", num_steps=horizon),
-        optax_lopt.tasks.family(
-            "two_moons", num_points=two_moons_points, hidden_sizes=(16,), num_steps=horizon
-        ),
-    ]
-    if aux_quadratic_dim:
-        families.append(
-            optax_lopt.tasks.family(
-                "quadratic",
-                dim=aux_quadratic_dim,
-                noise_scale=aux_quadratic_noise,
-                num_steps=horizon,
-            )
-        )
-    return families
+    workdir: str = setting("/tmp/self_train", "Metrics, checkpoints, final weights.")
+    population_size: int = setting(8, "Members of the population.")
+    num_outer_steps: int = setting(150, "Outer steps.")
+    rule: str = setting("self", "Which member optimizes whom.", choices=("best", "self"))
+    exploit_every: int = setting(5, "Outer steps between PBT events.")
+    exploit_fraction: float = setting(0.125, "Fraction replaced per PBT event.")
+    perturb_scale: float = setting(0.05, "Relative std of the explore noise.")
+    initial_step_gain: float = setting(1.0, "Initial gain on each member's meta-update.")
+    step_gain_factor: float = setting(1.25, "PBT explore factor on a copy's step gain.")
+    num_tasks: int = setting(2, "PES tasks per family per member.")
+    truncation_length: int = setting(20, "Inner steps per outer step.")
+    horizon: int = setting(200, "Inner trajectory length.")
+    sigma: float = setting(0.01, "PES perturbation std.")
+    hidden_size: int = setting(16, "MLPLOpt hidden width.")
+    step_mult: float = setting(5e-3, "MLPLOpt step scale.")
+    feature_clip: float = setting(5.0, "MLPLOpt feature clip (0: off).")
+    two_moons_points: int = setting(128, "Points per two_moons instance.")
+    aux_quadratic_dim: int = setting(0, "Noisy quadratic in the training mix (0: none).")
+    aux_quadratic_noise: float = setting(0.3, "Gradient noise of that quadratic.")
+    num_eval_instances: int = setting(128, "Held-out instances per family.")
+    figure: str = setting("docs/figures/self_training.png", "Figure path ('' for none).")
+    seed: int = setting(0, "Random seed.")
+    momentum_decays: str = setting("0.5,0.9,0.99,0.999", "MLPLOpt momentum decays.")
 
 
-def make_estimator(lopt, families, num_tasks: int, truncation_length: int, sigma: float):
-    """One PES estimator per family, mixed with equal weights."""
-    return Mixture(
-        [
-            PES(lopt, f, num_tasks=num_tasks, truncation_length=truncation_length, sigma=sigma)
-            for f in families
-        ],
-        names=(*FAMILIES, "aux_quadratic")[: len(families)],
+def build_lopt(config: Config) -> optax_lopt.MLPLOpt:
+    """A randomly initialised ``MLPLOpt`` (nothing Adam-like built in)."""
+    return optax_lopt.MLPLOpt(
+        hidden_sizes=(config.hidden_size,),
+        momentum_decays=tuple(float(d) for d in config.momentum_decays.split(",")),
+        step_mult=config.step_mult,
+        feature_clip=config.feature_clip or None,
+        skip_init="random",
     )
 
 
-def run(
-    workdir: str,
-    population_size: int = 8,
-    num_outer_steps: int = 150,
-    rule: str = "self",
-    exploit_every: int = 5,
-    exploit_fraction: float = 0.125,
-    perturb_scale: float = 0.05,
-    initial_step_gain: float = 1.0,
-    step_gain_factor: float = 1.25,
-    num_tasks: int = 2,
-    truncation_length: int = 20,
-    horizon: int = 200,
-    sigma: float = 0.01,
-    hidden_size: int = 16,
-    step_mult: float = 5e-3,
-    feature_clip: float | None = 5.0,
-    two_moons_points: int = 128,
-    aux_quadratic_dim: int = 0,
-    aux_quadratic_noise: float = 0.3,
-    num_eval_instances: int = 128,
-    figure: str | None = None,
-    seed: int = 0,
-    momentum_decays: tuple[float, ...] = (0.5, 0.9, 0.99, 0.999),
-) -> dict[str, Any]:
-    """Self-trains a population, evaluates its best member on held-out instances.
+def build_estimator(config: Config, lopt: optax_lopt.LearnedOptimizer, num_tasks: int) -> Mixture:
+    """PES on each family of the ``self_training`` mix preset, equal weights."""
+    mix = self_training_mix(
+        config.horizon,
+        config.two_moons_points,
+        config.aux_quadratic_dim,
+        config.aux_quadratic_noise,
+    )
+    return Mixture.from_mix(
+        mix,
+        lambda family: PES(
+            lopt,
+            family,
+            num_tasks=num_tasks,
+            truncation_length=config.truncation_length,
+            sigma=config.sigma,
+        ),
+    )
 
-    Args:
-      workdir: where metrics, checkpoints and the final weights go (resumes if present).
-      population_size: number of members.
-      num_outer_steps: outer steps of the population.
-      rule: "best" or "self" (which member's optimizer applies each meta-gradient).
-      exploit_every: outer steps between PBT exploit/explore events.
-      exploit_fraction: fraction of members replaced per event.
-      perturb_scale: relative std of the explore noise.
-      initial_step_gain: every member's initial gain on its own learned meta-update.
-      step_gain_factor: PBT's explore multiplies a copied member's gain by this or its
-        inverse (1 keeps the gains fixed).
-      num_tasks: PES tasks per family per member.
-      truncation_length: inner steps per outer step.
-      horizon: inner trajectory length.
-      sigma: PES perturbation std.
-      hidden_size: MLPLOpt hidden width.
-      step_mult: MLPLOpt step scale.
-      feature_clip: MLPLOpt feature clip (None: off); bounds the step a meta-gradient
-        spike causes (the self-referential loop is steadier with it; README).
-      two_moons_points: points per two_moons instance.
-      aux_quadratic_dim: dimension of a noisy quadratic added to the training mix (0: none);
-        the held-out evaluation stays on ``linear_regression`` and ``two_moons``.
-      aux_quadratic_noise: gradient-noise scale of that quadratic.
-      num_eval_instances: held-out ("test") instances per family.
-      figure: PNG path of the population's meta-loss over time (None: none drawn).
-      seed: random seed.
-      momentum_decays: MLPLOpt momentum decays (fewer compile faster, e.g. in tests).
+
+def build_trainer(config: Config, **options: Any) -> SelfTrainer:
+    """The `SelfTrainer` of ``config``; ``options`` are its other keyword arguments."""
+    lopt = build_lopt(config)
+    return SelfTrainer(
+        build_estimator(config, lopt, config.num_tasks),
+        lopt,
+        population_size=config.population_size,
+        rule=config.rule,
+        exploit_every=config.exploit_every,
+        exploit_fraction=config.exploit_fraction,
+        perturb_scale=config.perturb_scale,
+        initial_step_gain=config.initial_step_gain,
+        step_gain_factor=config.step_gain_factor,
+        seed=config.seed,
+        **options,
+    )
+
+
+def held_out(config: Config, lopt, theta, families) -> dict[str, float]:
+    """Meta-objective of ``theta`` on held-out ("test") instances of the evaluated families."""
+    tx = lopt.transform(theta)
+    return {
+        name: evaluation.evaluate({"x": tx}, f, config.num_eval_instances)["x"].objective
+        for name, f in zip(SELF_TRAINING_EVALUATED, families, strict=True)
+    }
+
+
+def inner_steps(config: Config) -> int:
+    """Inner steps the run spends: members x families x tasks x 2 particles x truncation."""
+    num_families = len(build_estimator(config, build_lopt(config), 1).estimators)
+    per_step = config.population_size * num_families * config.num_tasks * 2
+    return per_step * config.truncation_length * config.num_outer_steps
+
+
+def run(config: Config) -> dict[str, Any]:
+    """Self-trains a population (resuming ``workdir``), evaluates its best member.
 
     Returns:
       A summary dict: the best member, held-out meta-objective per family and their mean,
       and the inner steps spent.
     """
-    lopt = optax_lopt.MLPLOpt(
-        hidden_sizes=(hidden_size,),
-        momentum_decays=tuple(momentum_decays),
-        step_mult=step_mult,
-        feature_clip=feature_clip,
-        skip_init="random",
-    )
-    families = make_families(two_moons_points, horizon, aux_quadratic_dim, aux_quadratic_noise)
-    est = make_estimator(lopt, families, num_tasks, truncation_length, sigma)
-    trainer = SelfTrainer(
-        est,
-        lopt,
-        population_size=population_size,
-        rule=rule,
-        exploit_every=exploit_every,
-        exploit_fraction=exploit_fraction,
-        perturb_scale=perturb_scale,
-        initial_step_gain=initial_step_gain,
-        step_gain_factor=step_gain_factor,
-        workdir=workdir,
-        seed=seed,
-    )
-    theta = trainer.train(num_outer_steps)
-    tx = lopt.transform(theta)
-    held_out = {
-        name: evaluation.evaluate({"self_trained": tx}, f, num_eval_instances)[
-            "self_trained"
-        ].objective
-        for name, f in zip(FAMILIES, families[: len(FAMILIES)], strict=True)
-    }
-    records = read_metrics(workdir)
-    if figure:
-        plot_population(
-            records,
-            figure,
-            title=f"Self-training, {population_size} members, rule={rule}",
-        )
-    inner_per_step = population_size * len(families) * num_tasks * 2 * truncation_length
+    trainer = build_trainer(config, workdir=config.workdir)
+    theta = trainer.train(config.num_outer_steps)
+    families = [e.family for e in trainer.estimator.estimators[: len(SELF_TRAINING_EVALUATED)]]
+    scores = held_out(config, trainer.lopt, theta, families)
+    if config.figure:
+        os.makedirs(os.path.dirname(config.figure) or ".", exist_ok=True)
+        title = f"Self-training, {config.population_size} members, rule={config.rule}"
+        plot_population(read_metrics(config.workdir), config.figure, title=title)
     return {
         "best_member": trainer.best_index(),
-        "held_out": held_out,
-        "meta_objective": float(np.mean(list(held_out.values()))),
-        "inner_steps": inner_per_step * num_outer_steps,
+        "held_out": scores,
+        "meta_objective": float(np.mean(list(scores.values()))),
+        "inner_steps": inner_steps(config),
     }
-
-
-def define_flags() -> None:
-    """Defines the command-line flags (only when run as a script)."""
-    flags.DEFINE_string("workdir", "/tmp/self_train", "Metrics, checkpoints, final weights.")
-    flags.DEFINE_integer("population_size", 8, "Members of the population.")
-    flags.DEFINE_integer("num_outer_steps", 150, "Outer steps.")
-    flags.DEFINE_enum("rule", "self", ["best", "self"], "Which member optimizes whom.")
-    flags.DEFINE_integer("exploit_every", 5, "Outer steps between PBT events.")
-    flags.DEFINE_float("exploit_fraction", 0.125, "Fraction replaced per PBT event.")
-    flags.DEFINE_float("perturb_scale", 0.05, "Relative std of the explore noise.")
-    flags.DEFINE_float("initial_step_gain", 1.0, "Initial gain on each member's meta-update.")
-    flags.DEFINE_float("step_gain_factor", 1.25, "PBT explore factor on a copy's step gain.")
-    flags.DEFINE_integer("num_tasks", 2, "PES tasks per family per member.")
-    flags.DEFINE_integer("truncation_length", 20, "Inner steps per outer step.")
-    flags.DEFINE_integer("horizon", 200, "Inner trajectory length.")
-    flags.DEFINE_float("sigma", 0.01, "PES perturbation std.")
-    flags.DEFINE_integer("hidden_size", 16, "MLPLOpt hidden width.")
-    flags.DEFINE_float("step_mult", 5e-3, "MLPLOpt step scale.")
-    flags.DEFINE_float("feature_clip", 5.0, "MLPLOpt feature clip (0: off).")
-    flags.DEFINE_integer("two_moons_points", 128, "Points per two_moons instance.")
-    flags.DEFINE_integer("aux_quadratic_dim", 0, "Noisy quadratic in the training mix (0: none).")
-    flags.DEFINE_float("aux_quadratic_noise", 0.3, "Gradient noise of that quadratic.")
-    flags.DEFINE_integer("num_eval_instances", 128, "Held-out instances per family.")
-    flags.DEFINE_string("figure", "docs/figures/self_training.png", "Figure path ('' for none).")
-    flags.DEFINE_integer("seed", 0, "Random seed.")
 
 
 def main(argv: list[str]) -> None:
     del argv
-    if FLAGS.figure:
-        os.makedirs(os.path.dirname(FLAGS.figure) or ".", exist_ok=True)
-    summary = run(
-        workdir=FLAGS.workdir,
-        population_size=FLAGS.population_size,
-        num_outer_steps=FLAGS.num_outer_steps,
-        rule=FLAGS.rule,
-        exploit_every=FLAGS.exploit_every,
-        exploit_fraction=FLAGS.exploit_fraction,
-        perturb_scale=FLAGS.perturb_scale,
-        initial_step_gain=FLAGS.initial_step_gain,
-        step_gain_factor=FLAGS.step_gain_factor,
-        num_tasks=FLAGS.num_tasks,
-        truncation_length=FLAGS.truncation_length,
-        horizon=FLAGS.horizon,
-        sigma=FLAGS.sigma,
-        hidden_size=FLAGS.hidden_size,
-        step_mult=FLAGS.step_mult,
-        feature_clip=FLAGS.feature_clip or None,
-        two_moons_points=FLAGS.two_moons_points,
-        aux_quadratic_dim=FLAGS.aux_quadratic_dim,
-        aux_quadratic_noise=FLAGS.aux_quadratic_noise,
-        num_eval_instances=FLAGS.num_eval_instances,
-        figure=FLAGS.figure or None,
-        seed=FLAGS.seed,
-    )
-    print(json.dumps(summary))
+    print(json.dumps(run(config_from_flags(Config))))
 
 
 if __name__ == "__main__":
-    define_flags()
+    define_flags(Config)
     app.run(main)

@@ -111,3 +111,17 @@ def boolean(name: str, value: Any) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise _fail(name, "a bool", value)
     return bool(value)
+
+
+def between(name: str, value: Any, low: float, high: float) -> float:
+    """``value`` as a finite ``float`` in the closed interval ``[low, high]``."""
+    if not is_real(value) or not math.isfinite(float(value)) or not low <= value <= high:
+        raise _fail(name, f"a number in [{low:g}, {high:g}]", value)
+    return float(value)
+
+
+def at_least(name: str, value: Any, bound: float) -> float:
+    """``value`` as a finite ``float`` no smaller than ``bound``."""
+    if not is_real(value) or not math.isfinite(float(value)) or value < bound:
+        raise _fail(name, f"a finite number >= {bound:g}", value)
+    return float(value)

@@ -203,7 +203,7 @@ def test_hybrid_variance_no_worse_than_better_part(learning_rate, num_tasks, tru
 @pytest.mark.parametrize("name", ["full_bptt", "truncated_bptt", "es", "truncated_es", "pes"])
 def test_divergent_inner_runs_give_finite_gradients(name):
     family = tasks.Quadratic(dim=4, curvature_range=(1.0, 1.0), num_steps=20)
-    kwargs = {} if name in ("full_bptt", "es") else {"truncation_length": 10}
+    kwargs = {"truncation_length": 10} if "truncation_length" in meta.estimator_fields(name) else {}
     est = meta.estimator(name, LOPT, family, num_tasks=4, **kwargs)
     theta = {**THETA, "log_learning_rate": jnp.asarray(jnp.log(1e4), jnp.float32)}
     grad, state, metrics = jax.jit(est.meta_gradient)(
@@ -217,7 +217,7 @@ def test_divergent_inner_runs_give_finite_gradients(name):
 @pytest.mark.parametrize("name", meta.estimator_names())
 def test_every_estimator_contract(name):
     family = tasks.Quadratic(dim=3, num_steps=8)
-    kwargs = {} if name in ("full_bptt", "es") else {"truncation_length": 4}
+    kwargs = {"truncation_length": 4} if "truncation_length" in meta.estimator_fields(name) else {}
     est = meta.estimator(name, LOPT, family, num_tasks=4, **kwargs)
     assert isinstance(est, meta.GradientEstimator)
     state = est.init(THETA, jax.random.key(0))
@@ -272,3 +272,26 @@ def test_bad_arguments_are_named():
         meta.PES("adam", family)
     with pytest.raises(ValueError, match="family"):
         meta.PES(LOPT, "quadratic")
+
+
+def test_estimator_fields_are_declared_once_and_queried():
+    for name in meta.estimator_names():
+        fields = meta.estimator_fields(name)
+        assert {"num_tasks", "horizon", "meta_loss", "loss_clip"} <= set(fields), name
+    assert "truncation_length" not in meta.estimator_fields("full_bptt")
+    assert "truncation_length" not in meta.estimator_fields("es")
+    assert "sigma" not in meta.estimator_fields("truncated_bptt")
+    for name in ("pes", "truncated_es", "hybrid"):
+        assert {"truncation_length", "sigma"} <= set(meta.estimator_fields(name)), name
+    with pytest.raises(ValueError, match="pes"):
+        meta.estimator_fields("pesx")
+
+
+def test_numpy_integers_are_accepted_like_the_trainer_accepts_them():
+    family = tasks.Quadratic()
+    est = meta.PES(LOPT, family, num_tasks=np.int64(4), truncation_length=np.int32(5))
+    assert est.num_tasks == 4 and type(est.num_tasks) is int
+    assert type(est.truncation_length) is int
+    assert est == meta.PES(LOPT, family, num_tasks=4, truncation_length=5)
+    with pytest.raises(ValueError, match="num_tasks"):
+        meta.PES(LOPT, family, num_tasks=True)

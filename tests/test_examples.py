@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import sys
-
 import jax
+from _examples import load_example
 
 import optax_lopt
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
-
-import train_flax  # noqa: E402
+train_flax = load_example("train_flax")
 
 
 def test_train_flax_loss_falls_with_a_learned_optimizer():

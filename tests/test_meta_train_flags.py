@@ -3,32 +3,19 @@ and the command recorded with the final weights."""
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
 import shlex
-import sys
 
 import chex
 import jax.numpy as jnp
 import optax
 import pytest
+from _examples import load_example
 
 import optax_lopt
 
 
-def _load_example():
-    if "_meta_train_example" in sys.modules:  # absl flags may be defined only once
-        return sys.modules["_meta_train_example"]
-    path = pathlib.Path(__file__).parent.parent / "examples" / "meta_train.py"
-    spec = importlib.util.spec_from_file_location("_meta_train_example", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_architecture_config_reaches_the_constructor():
-    example = _load_example()
+    example = load_example("meta_train")
     config = example.Config(
         architecture="ComponentwiseRNN",
         architecture_config='{"hidden_size": 7, "preprocessing": "log1p-sign"}',
@@ -43,7 +30,7 @@ def test_architecture_config_reaches_the_constructor():
     [("[1, 2]", "JSON object"), ("{bad", "JSON object"), ('{"nope": 1}', "nope")],
 )
 def test_bad_architecture_config_names_the_flag(text, match):
-    example = _load_example()
+    example = load_example("meta_train")
     config = example.Config(architecture="ComponentwiseRNN", architecture_config=text)
     with pytest.raises(ValueError, match="architecture_config") as info:
         example.build_lopt(config)
@@ -53,7 +40,7 @@ def test_bad_architecture_config_names_the_flag(text, match):
 def test_cosine_decay_follows_optax_schedule():
     # Adam's first step has magnitude lr_t per coordinate (sign-like), so the step sizes
     # read back the schedule: lr at step 0, alpha * lr at the end.
-    example = _load_example()
+    example = load_example("meta_train")
     config = example.Config(
         meta_learning_rate=0.1, meta_lr_decay="cosine", meta_lr_alpha=0.2, num_outer_steps=10
     )
@@ -75,7 +62,7 @@ def test_cosine_decay_follows_optax_schedule():
 
 
 def test_bad_decay_settings_raise():
-    example = _load_example()
+    example = load_example("meta_train")
     with pytest.raises(ValueError, match="meta_lr_decay"):
         example.build_meta_optimizer(example.Config(meta_lr_decay="linear"))
     with pytest.raises(ValueError, match="meta_lr_alpha"):
@@ -83,7 +70,7 @@ def test_bad_decay_settings_raise():
 
 
 def test_command_round_trips_every_weight_relevant_setting():
-    example = _load_example()
+    example = load_example("meta_train")
     config = example.Config(
         task="rosenbrock",
         architecture="ComponentwiseRNN",
@@ -108,7 +95,7 @@ def test_command_round_trips_every_weight_relevant_setting():
 
 
 def test_final_weights_record_the_command(tmp_path):
-    example = _load_example()
+    example = load_example("meta_train")
     config = example.Config(
         task="rosenbrock",
         architecture="ComponentwiseRNN",
@@ -129,3 +116,50 @@ def test_final_weights_record_the_command(tmp_path):
     metadata = optax_lopt.serialization.read_config(tmp_path / "final")["metadata"]
     assert metadata["command"] == example.command(config)
     assert metadata["meta_train_config"]["architecture_config"] == '{"hidden_size": 4}'
+
+
+def _tiny(tmp_path, **overrides):
+    example = load_example("meta_train")
+    settings = dict(
+        task="rosenbrock",
+        architecture="LearnableSGDM",
+        estimator="truncated_bptt",
+        num_outer_steps=2,
+        num_tasks=2,
+        truncation_length=3,
+        workdir=str(tmp_path),
+        progress=False,
+    )
+    return example.Config(**{**settings, **overrides})
+
+
+@pytest.mark.parametrize("flag, value", [("task", "rosenbrok"), ("estimator", "pess")])
+def test_bad_flag_values_name_the_flag_and_list_the_valid_values(tmp_path, flag, value):
+    example = load_example("meta_train")
+    with pytest.raises(ValueError, match=f"--{flag}") as info:
+        example.run(_tiny(tmp_path, **{flag: value}))
+    assert ("rosenbrock" if flag == "task" else "'pes'") in str(info.value)
+
+
+def test_help_lists_the_valid_values():
+    from absl import flags
+
+    example = load_example("meta_train")
+    values = flags.FlagValues()
+    example.define_flags(example.Config, flag_values=values)
+    text = values.get_help()
+    for name in ("linear_regression", "rosenbrock", "truncated_bptt", "hybrid", "MLPLOpt"):
+        assert name in text, name
+    assert values["estimator"].default == example.Config().estimator
+
+
+def test_resume_with_another_flag_names_the_flag(tmp_path, capsys):
+    example = load_example("meta_train")
+    example.run(_tiny(tmp_path))
+    for flag, value in (("estimator", "truncated_es"), ("architecture", "LearnableAdam")):
+        with pytest.raises(ValueError, match=f"--{flag}") as info:
+            example.run(_tiny(tmp_path, num_outer_steps=3, **{flag: value}))
+        assert len(str(info.value).splitlines()) == 1, str(info.value)
+    capsys.readouterr()
+    example.run(_tiny(tmp_path, num_outer_steps=3, progress=True))  # the same flags resume
+    assert "from the checkpoint at step 2." in capsys.readouterr().err

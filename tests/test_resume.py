@@ -220,3 +220,83 @@ def test_metrics_writer_and_reader(tmp_path):
     assert read_metrics(tmp_path) == [{"step": 1, "meta_loss": None, "values": [1.0, None]}]
     assert metrics_log.truncate_metrics(tmp_path, 0) == 0
     assert read_metrics(tmp_path) == []
+
+
+# ------------------------------------------------------------------ fault injection
+
+
+def _largest_file(directory):
+    files = [os.path.join(d, f) for d, _, names in os.walk(directory) for f in names]
+    return max(files, key=os.path.getsize)
+
+
+def test_truncated_checkpoint_falls_back_to_the_previous_one(tmp_path):
+    full = _trainer(tmp_path / "full").train(9)
+    work = tmp_path / "cut"
+    _trainer(work).train(6)  # checkpoints at 3 and 6
+    # Checkpoint 6 cut mid-write: its largest array file loses its second half.
+    victim = _largest_file(work / "checkpoints" / "6" / "state")
+    with open(victim, "r+b") as f:
+        f.truncate(os.path.getsize(victim) // 2)
+    resumed = _trainer(work)
+    theta = resumed.train(9)
+    chex.assert_trees_all_equal(theta, full)
+    records = read_metrics(work)
+    assert [r["step"] for r in records] == list(range(1, 10))
+    assert [r["meta_loss"] for r in records] == [
+        r["meta_loss"] for r in read_metrics(tmp_path / "full")
+    ]
+    assert os.path.isdir(work / "unreadable_checkpoints" / "6")  # set aside, not deleted
+    assert 9 in Checkpointer(work).all_steps()
+
+
+def test_cut_last_metrics_line_is_recomputed_not_lost(tmp_path):
+    full = _trainer(tmp_path / "full").train(8)
+    work = tmp_path / "cut"
+    _trainer(work).train(6)  # checkpoints at 3 and 6; the log ends with step 6
+    path = work / "metrics.jsonl"
+    text = path.read_text()
+    last = text.rstrip("\n").rsplit("\n", 1)[-1]
+    path.write_text(text[: len(text) - len(last) // 2 - 1])  # the line of step 6, cut
+    assert [r["step"] for r in read_metrics(work)] == [1, 2, 3, 4, 5]
+    theta = _trainer(work).train(8)
+    chex.assert_trees_all_equal(theta, full)
+    records = read_metrics(work)
+    assert [r["step"] for r in records] == list(range(1, 9))
+    assert [r["meta_loss"] for r in records] == [
+        r["meta_loss"] for r in read_metrics(tmp_path / "full")
+    ]
+
+
+def test_resume_says_so_and_from_which_step(tmp_path):
+    import io
+
+    _trainer(tmp_path).train(3)
+    stream = io.StringIO()
+    MetaTrainer(
+        NoisyQuadraticEstimator(),
+        optax.adam(0.05),
+        lopt=LOPT,
+        workdir=tmp_path,
+        checkpoint_every=3,
+        progress_stream=stream,
+    ).train(4)
+    assert f"Resumed {tmp_path} from the checkpoint at step 3." in stream.getvalue()
+
+
+def test_changed_recorded_setting_is_named_before_any_array_is_read(tmp_path):
+    def make(config):
+        return MetaTrainer(
+            NoisyQuadraticEstimator(),
+            optax.adam(0.05),
+            lopt=LOPT,
+            workdir=tmp_path,
+            config=config,
+        )
+
+    make({"estimator": "pes", "architecture": "MLPLOpt"}).train(2)
+    with pytest.raises(optax_lopt.meta.SettingMismatchError, match="estimator") as info:
+        make({"estimator": "es", "architecture": "MLPLOpt"}).train(3)
+    assert (info.value.name, info.value.recorded, info.value.given) == ("estimator", "pes", "es")
+    assert len(str(info.value).splitlines()) == 1
+    make({"estimator": "pes", "architecture": "MLPLOpt"}).train(3)  # same settings resume

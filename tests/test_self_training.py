@@ -6,7 +6,6 @@ import dataclasses
 import inspect
 import math
 import os
-import sys
 
 import chex
 import jax
@@ -14,17 +13,17 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _examples import load_example
 
 import optax_lopt
 from optax_lopt.meta import PES, SelfTrainer, read_metrics
 from optax_lopt.meta import feedback as st_feedback
 from optax_lopt.meta import self_training as st
 from optax_lopt.meta.base import GradientEstimator
+from optax_lopt.tasks import mixes
 from optax_lopt.tasks.quadratic import Quadratic
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
-
-import self_train  # noqa: E402
+self_train = load_example("self_train")
 
 
 class _Bowl(GradientEstimator):
@@ -387,18 +386,20 @@ _TINY_EXAMPLE = dict(
     hidden_size=4,
     two_moons_points=16,
     num_eval_instances=2,
-    momentum_decays=(0.9,),
+    momentum_decays="0.9",
 )
 
 
+@pytest.mark.slow
 def test_example_self_train_runs_and_writes_metrics_figure_and_weights(tmp_path):
-    summary = self_train.run(
+    config = self_train.Config(
         workdir=str(tmp_path),
         num_outer_steps=2,
         exploit_every=1,
         figure=str(tmp_path / "population.png"),
         **_TINY_EXAMPLE,
     )
+    summary = self_train.run(config)
     assert os.path.exists(tmp_path / "population.png")
     assert len(read_metrics(tmp_path)) == 2
     assert set(summary["held_out"]) == {"linear_regression", "two_moons"}
@@ -407,18 +408,27 @@ def test_example_self_train_runs_and_writes_metrics_figure_and_weights(tmp_path)
     assert lopt.skip_init == "random"
 
 
-def test_example_aux_quadratic_is_trained_on_but_not_evaluated(tmp_path):
-    families = self_train.make_families(16, 8, aux_quadratic_dim=5, aux_quadratic_noise=0.2)
+def test_self_training_mix_preset_and_its_aux_quadratic():
+    mix = mixes.self_training_mix(8, 16, aux_quadratic_dim=5, aux_quadratic_noise=0.2)
+    families = [c.build() for c in mix]
     assert len(families) == 3 and families[2].dim == 5 and families[2].noise_scale == 0.2
-    assert len(self_train.make_families(16, 8)) == 2
-    lopt = optax_lopt.MLPLOpt(hidden_sizes=(4,), momentum_decays=(0.9,), skip_init="random")
-    est = self_train.make_estimator(lopt, families, 1, 4, 0.01)
+    assert families[1].num_points == 16 and families[0].num_steps == 8
+    assert len(mixes.self_training_mix(8, 16)) == 2
+    assert mixes.task_mix("self_training") == mixes.self_training_mix()
+    config = self_train.Config(aux_quadratic_dim=5, **_TINY_EXAMPLE)
+    est = self_train.build_estimator(config, self_train.build_lopt(config), 1)
     assert est.names == ("linear_regression", "two_moons", "aux_quadratic")
-    summary = self_train.run(
-        workdir=str(tmp_path), num_outer_steps=1, aux_quadratic_dim=5, **_TINY_EXAMPLE
-    )
-    assert set(summary["held_out"]) == {"linear_regression", "two_moons"}
     # Three families x 1 task x 2 particles x 4 steps x 2 members x 1 outer step.
+    assert self_train.inner_steps(dataclasses.replace(config, num_outer_steps=1)) == 48
+
+
+@pytest.mark.slow
+def test_example_aux_quadratic_is_trained_on_but_not_evaluated(tmp_path):
+    config = self_train.Config(
+        workdir=str(tmp_path), num_outer_steps=1, aux_quadratic_dim=5, figure="", **_TINY_EXAMPLE
+    )
+    summary = self_train.run(config)
+    assert set(summary["held_out"]) == {"linear_regression", "two_moons"}
     assert summary["inner_steps"] == 48
 
 

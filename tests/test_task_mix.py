@@ -2,31 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import pathlib
 import shlex
-import sys
 
 import chex
 import jax
 import pytest
+from _examples import load_example
 
 import optax_lopt
 import optax_lopt.tasks
 from optax_lopt.meta import Mixture
-
-
-def _load_example():
-    if "_meta_train_example" in sys.modules:  # absl flags may be defined only once
-        return sys.modules["_meta_train_example"]
-    path = pathlib.Path(__file__).parent.parent / "examples" / "meta_train.py"
-    spec = importlib.util.spec_from_file_location("_meta_train_example", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
 
 _MIX = (
     '[{"family": "quadratic", "kwargs": {"dim": 3, "num_steps": 10}, "reparameterize": true},'
@@ -78,7 +64,7 @@ def test_bad_mix_names_the_problem(spec, match):
 
 
 def test_task_mix_flag_builds_a_weighted_mixture():
-    example = _load_example()
+    example = load_example("meta_train")
     config = example.Config(task_mix=_MIX, estimator="pes", num_tasks=2, truncation_length=3)
     lopt = example.build_lopt(config)
     est = example.build_estimator(config, lopt)
@@ -97,7 +83,7 @@ def test_task_mix_flag_builds_a_weighted_mixture():
 
 
 def test_task_mix_run_reports_every_component(tmp_path):
-    example = _load_example()
+    example = load_example("meta_train")
     config = example.Config(
         task_mix=_MIX,
         architecture="MLPLOpt",

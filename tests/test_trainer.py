@@ -12,10 +12,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _examples import load_example
 
 import optax_lopt
 from optax_lopt.meta import MetaTrainer, read_metrics
 from optax_lopt.meta.base import GradientEstimator
+from optax_lopt.meta.metrics_log import summarize
 
 LOPT = optax_lopt.LearnableSGDM(learning_rate=0.01, momentum=0.9)
 TARGET = {"log_learning_rate": jnp.asarray(-1.0), "momentum_logit": jnp.asarray(0.5)}
@@ -227,30 +229,14 @@ def test_bad_estimator_optimizer_and_steps():
         trainer.train(-1)
 
 
-def _load_example():
-    import importlib.util
-    import pathlib
-    import sys
-
-    if "_meta_train_example" in sys.modules:  # absl flags may be defined only once
-        return sys.modules["_meta_train_example"]
-    path = pathlib.Path(__file__).parent.parent / "examples" / "meta_train.py"
-    spec = importlib.util.spec_from_file_location("_meta_train_example", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
+@pytest.mark.slow
 def test_example_defaults_cut_the_meta_loss(tmp_path):
     # The acceptance run of examples/meta_train.py: linear_regression, MLPLOpt, PES,
     # 300 outer steps must cut the meta-loss by at least 30%.
-    if not hasattr(optax_lopt.meta, "estimator") or "MLPLOpt" not in optax_lopt.architectures():
-        pytest.skip("estimators or MLPLOpt not available")
-    example = _load_example()
+    example = load_example("meta_train")
     config = example.Config(workdir=str(tmp_path), progress=False)
     lopt, theta, records = example.run(config)
-    summary = example.summarize(records)
+    summary = summarize(records)
     assert summary["steps"] == 300
     assert summary["reduction"] >= 0.3, summary
     loaded_lopt, loaded = optax_lopt.load(tmp_path / "final")
@@ -282,9 +268,7 @@ def test_finite_gradient_whose_norm_overflows_is_skipped_not_clipped_to_zero():
 
 
 def test_example_passes_each_estimator_only_its_knobs():
-    if not hasattr(optax_lopt.meta, "estimator"):
-        pytest.skip("estimators not available")
-    example = _load_example()
+    example = load_example("meta_train")
     lopt = optax_lopt.LearnableAdam()
     config = example.Config(
         estimator="full_bptt", meta_loss="final", num_tasks=4, truncation_length=7, sigma=0.5

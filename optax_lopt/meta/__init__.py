@@ -3,15 +3,17 @@
 from optax_lopt.meta.base import EstimatorState, GradientEstimator
 from optax_lopt.meta.checkpoint import Checkpointer
 from optax_lopt.meta.es import ES
-from optax_lopt.meta.estimators import estimator, estimator_names
+from optax_lopt.meta.estimators import estimator, estimator_fields, estimator_names
 from optax_lopt.meta.feedback import probe_meta_optimizers
 from optax_lopt.meta.full_bptt import FullBPTT, WholeUnrollState
 from optax_lopt.meta.hybrid import Hybrid
 from optax_lopt.meta.meta_losses import META_LOSS_NAMES, MetaLoss, meta_loss
 from optax_lopt.meta.metrics_log import read_metrics
-from optax_lopt.meta.mixture import Mixture
+from optax_lopt.meta.mixture_estimator import Mixture
+from optax_lopt.meta.outer_loop import MetaStep, SettingMismatchError, meta_step
 from optax_lopt.meta.pes import PES, PESState
-from optax_lopt.meta.self_training import PopulationState, SelfTrainer, plot_population
+from optax_lopt.meta.plotting import plot_population
+from optax_lopt.meta.self_training import PopulationState, SelfTrainer
 from optax_lopt.meta.sharding import TASK_AXIS, task_mesh, task_shardings
 from optax_lopt.meta.trainer import MetaTrainer, TrainState
 from optax_lopt.meta.truncated_bptt import TruncatedBPTT
@@ -36,13 +38,17 @@ __all__: list[str] = [
     "UnrollState",
     "WholeUnrollState",
     "estimator",
+    "estimator_fields",
     "estimator_names",
+    "meta_step",
     "meta_loss",
     # meta-trainer, checkpoints, sharding
     "Checkpointer",
+    "MetaStep",
     "MetaTrainer",
     "PopulationState",
     "SelfTrainer",
+    "SettingMismatchError",
     "TASK_AXIS",
     "TrainState",
     "plot_population",

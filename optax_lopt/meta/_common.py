@@ -1,4 +1,6 @@
-"""Configuration checks, noise and clean-up shared by the gradient estimators."""
+"""Noise, inner-run start and meta-gradient clean-up shared by the gradient estimators.
+
+The estimators' shared fields and their checks live in `optax_lopt.meta.base`."""
 
 from __future__ import annotations
 
@@ -7,31 +9,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from optax_lopt.base import LearnedOptimizer, MetaParams
-from optax_lopt.meta.meta_losses import MetaLoss
+from optax_lopt.base import MetaParams
 from optax_lopt.meta.unroll import Trajectory, UnrollState, init_state
-from optax_lopt.tasks.base import TaskFamily
-
-
-def _positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name}: expected a positive int, got {value!r}.")
-
-
-def check_config(est: Any) -> None:
-    """Validates the fields estimators share; raises ValueErrors naming the field."""
-    if not isinstance(est.lopt, LearnedOptimizer):
-        raise ValueError(f"lopt: expected a LearnedOptimizer, got {type(est.lopt).__name__}.")
-    if not isinstance(est.family, TaskFamily):
-        raise ValueError(f"family: expected a TaskFamily, got {type(est.family).__name__}.")
-    _positive_int("num_tasks", est.num_tasks)
-    if hasattr(est, "truncation_length"):
-        _positive_int("truncation_length", est.truncation_length)
-    if est.horizon is not None:
-        _positive_int("horizon", est.horizon)
-    if hasattr(est, "sigma") and not (isinstance(est.sigma, (int, float)) and est.sigma > 0):
-        raise ValueError(f"sigma: expected a positive number, got {est.sigma!r}.")
-    MetaLoss(est.meta_loss, est.loss_clip)
 
 
 def horizon_of(est: Any) -> int:
@@ -70,8 +49,11 @@ def weighted_mean(noise: MetaParams, weights: jax.Array) -> MetaParams:
     )
 
 
-def clean_gradient(grad: MetaParams) -> tuple[MetaParams, jax.Array]:
-    """Zeroes non-finite entries; returns the gradient and the fraction that were zeroed."""
+def zero_nonfinite(grad: MetaParams) -> tuple[MetaParams, jax.Array]:
+    """Zeroes a meta-gradient's non-finite entries; returns it and the fraction zeroed.
+
+    (Not `optax_lopt._numerics.clean_gradient`, which cleans one inner gradient leaf.)
+    """
     leaves = jax.tree.leaves(grad)
     bad = sum(jnp.sum(~jnp.isfinite(g)) for g in leaves)
     size = sum(g.size for g in leaves)

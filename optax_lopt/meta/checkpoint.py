@@ -14,12 +14,16 @@ References:
 from __future__ import annotations
 
 import os
+import shutil
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 
+from optax_lopt import _checks
+
 CHECKPOINT_DIRNAME = "checkpoints"
+UNREADABLE_DIRNAME = "unreadable_checkpoints"
 
 
 def checkpoint_dir(workdir: str | os.PathLike) -> str:
@@ -43,8 +47,7 @@ class Checkpointer:
     def __init__(
         self, workdir: str | os.PathLike, max_to_keep: int = 3, async_save: bool = True
     ) -> None:
-        if not isinstance(max_to_keep, int) or isinstance(max_to_keep, bool) or max_to_keep < 1:
-            raise ValueError(f"max_to_keep: expected a positive integer, got {max_to_keep!r}.")
+        max_to_keep = _checks.positive_int("max_to_keep", max_to_keep)
         self.directory = checkpoint_dir(workdir)
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep,
@@ -110,6 +113,31 @@ class Checkpointer:
             ),
         )
         return restored.state, dict(restored.metadata)
+
+    def read_metadata(self, step: int) -> dict[str, Any]:
+        """Reads only the JSON metadata of checkpoint ``step`` (no array is read)."""
+        restored = self._manager.restore(
+            int(step), args=ocp.args.Composite(metadata=ocp.args.JsonRestore())
+        )
+        return dict(restored.metadata)
+
+    def set_aside(self, step: int) -> str:
+        """Moves an unreadable checkpoint ``step`` to ``<workdir>/unreadable_checkpoints``.
+
+        Returns:
+          Where it went (it is kept for inspection, never deleted).
+        """
+        source = os.path.join(self.directory, str(int(step)))
+        target_dir = os.path.join(os.path.dirname(self.directory), UNREADABLE_DIRNAME)
+        os.makedirs(target_dir, exist_ok=True)
+        target = os.path.join(target_dir, str(int(step)))
+        suffix = 0
+        while os.path.exists(target):
+            suffix += 1
+            target = os.path.join(target_dir, f"{int(step)}_{suffix}")
+        shutil.move(source, target)
+        self._manager.reload()
+        return target
 
     def wait(self) -> None:
         """Blocks until pending asynchronous writes are on disk."""

@@ -8,17 +8,16 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from optax_lopt.base import LearnedOptimizer, MetaParams
+from optax_lopt.base import MetaParams
 from optax_lopt.meta import _common
-from optax_lopt.meta.base import GradientEstimator
+from optax_lopt.meta.base import PerturbedEstimator
 from optax_lopt.meta.full_bptt import WholeUnrollState
 from optax_lopt.meta.meta_losses import MetaLoss
 from optax_lopt.meta.unroll import init_state, unroll
-from optax_lopt.tasks.base import TaskFamily
 
 
 @dataclasses.dataclass(frozen=True)
-class ES(GradientEstimator):
+class ES(PerturbedEstimator):
     """Antithetic ES gradient of the Gaussian-smoothed meta-loss of complete trajectories.
 
     Each call draws ``num_tasks`` fresh instances and one ``eps_i ~ N(0, sigma^2 I)`` per
@@ -44,17 +43,6 @@ class ES(GradientEstimator):
       Learning", arXiv 1703.03864.
       Metz et al., arXiv 1810.10180.
     """
-
-    lopt: LearnedOptimizer
-    family: TaskFamily
-    num_tasks: int = 8
-    horizon: int | None = None
-    sigma: float = 0.01
-    meta_loss: str = "mean_normalized"
-    loss_clip: float = 1e3
-
-    def __post_init__(self) -> None:
-        _common.check_config(self)
 
     def init(self, theta: MetaParams, key: chex.PRNGKey) -> WholeUnrollState:
         del theta, key
@@ -88,7 +76,7 @@ class ES(GradientEstimator):
         )
         losses = ml.reduce(trajectory.values)  # [N, 2]
         diff = (losses[:, 0] - losses[:, 1]) / (2 * self.sigma**2)
-        grad, bad = _common.clean_gradient(_common.weighted_mean(noise, diff))
+        grad, bad = _common.zero_nonfinite(_common.weighted_mean(noise, diff))
         metrics = {"meta_loss": jnp.mean(losses), "gradient_nonfinite_fraction": bad}
         metrics.update(_common.trajectory_metrics(trajectory))
         return grad, WholeUnrollState(state.iteration + 1), metrics

@@ -1,9 +1,11 @@
-"""Lookup of gradient estimators by module name."""
+"""Lookup of gradient estimators by module name, and of the fields each one takes."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
+from optax_lopt import _checks
 from optax_lopt.base import LearnedOptimizer
 from optax_lopt.meta.base import GradientEstimator
 from optax_lopt.meta.es import ES
@@ -29,6 +31,19 @@ def estimator_names() -> tuple[str, ...]:
     return tuple(sorted(_ESTIMATORS))
 
 
+def estimator_fields(name: str) -> tuple[str, ...]:
+    """The keyword fields estimator ``name`` takes beside ``lopt`` and ``family``.
+
+    E.g. ``"truncation_length" in estimator_fields("pes")`` is True and is False for the
+    whole-unroll ``"es"``; examples and benchmarks ask this instead of listing them.
+
+    Raises:
+      ValueError: for an unknown name (the message lists the known ones).
+    """
+    cls = _ESTIMATORS[_checks.one_of("name", name, estimator_names())]
+    return tuple(f.name for f in dataclasses.fields(cls) if f.name not in ("lopt", "family"))
+
+
 def estimator(
     name: str, lopt: LearnedOptimizer, family: TaskFamily, **kwargs: Any
 ) -> GradientEstimator:
@@ -48,12 +63,11 @@ def estimator(
     Raises:
       ValueError: for an unknown name or an argument the estimator does not take.
     """
-    if name not in _ESTIMATORS:
-        raise ValueError(f"name: expected one of {list(estimator_names())}, got {name!r}.")
-    cls = _ESTIMATORS[name]
-    try:
-        return cls(lopt, family, **kwargs)
-    except TypeError as err:
+    cls = _ESTIMATORS[_checks.one_of("name", name, estimator_names())]
+    unknown = sorted(set(kwargs) - set(estimator_fields(name)))
+    if unknown:
         raise ValueError(
-            f"kwargs: arguments {sorted(kwargs)} do not fit estimator {name!r}: {err}"
-        ) from err
+            f"kwargs: expected fields of estimator {name!r} (one of "
+            f"{list(estimator_fields(name))}), got {unknown}."
+        )
+    return cls(lopt, family, **kwargs)

@@ -11,8 +11,8 @@ in self-training that drives the trainees' meta-loss down faster than an earlier
 better meta-optimizer: the loop, measured.
 
 Every snapshot sees the same trainees, the same estimator draws and the same keys, so the
-differences between rows come from the meta-optimizers alone. As in the trainers, an outer
-step whose meta-gradient or updated meta-parameters are not finite is skipped.
+differences between rows come from the meta-optimizers alone. Each trainee's outer step is
+the trainers' own `optax_lopt.meta.outer_loop.meta_step` (so its skip rule too), scanned.
 
 References:
   Metz, Freeman, Maheswaranathan, Sohl-Dickstein, "Training Learned Optimizers with Randomly
@@ -28,8 +28,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from optax_lopt import _checks
 from optax_lopt.base import LearnedOptimizer, MetaParams
-from optax_lopt.meta.trainer import _apply_if_finite
+from optax_lopt.meta import outer_loop
 
 
 def probe_meta_optimizers(
@@ -73,9 +74,9 @@ def probe_meta_optimizers(
             "optimizer_thetas: expected exactly one of optimizer_thetas and meta_optimizer, got "
             f"{'both' if meta_optimizer is not None else 'neither'}."
         )
-    for name, value in (("num_steps", num_steps), ("num_trainees", num_trainees)):
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name}: expected an integer >= 1, got {value!r}.")
+    num_steps = _checks.positive_int("num_steps", num_steps)
+    num_trainees = _checks.positive_int("num_trainees", num_trainees)
+    outer_loop.check_estimator(estimator)
     root = jax.random.key(seed)
 
     def keys(stream):
@@ -85,21 +86,13 @@ def probe_meta_optimizers(
     trainee_keys, estimator_keys, step_keys = keys(0), keys(1), keys(2)
 
     def one_trainee(tx, trainee_key, estimator_key, step_key):
+        update = outer_loop.optax_update(tx)
         theta = lopt.init(trainee_key)
         carry = (theta, tx.init(theta), estimator.init(theta, estimator_key))
 
         def body(carry, t):
-            theta, opt_state, est_state = carry
-            grads, est_state, metrics = estimator.meta_gradient(
-                theta, est_state, jax.random.fold_in(step_key, t)
-            )
-            loss = metrics["meta_loss"]
-            updates, new_opt_state = tx.update(grads, opt_state, theta, value=loss)
-            new_theta = optax.apply_updates(theta, updates)
-            theta, opt_state, _ = _apply_if_finite(
-                grads, new_theta, new_opt_state, theta, opt_state
-            )
-            return (theta, opt_state, est_state), loss
+            out = outer_loop.meta_step(estimator, update, *carry, jax.random.fold_in(step_key, t))
+            return (out.theta, out.opt_state, out.estimator_state), out.metrics["meta_loss"]
 
         _, losses = jax.lax.scan(body, carry, jnp.arange(num_steps))
         return losses

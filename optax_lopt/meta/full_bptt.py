@@ -9,12 +9,11 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from optax_lopt.base import LearnedOptimizer, MetaParams
+from optax_lopt.base import MetaParams
 from optax_lopt.meta import _common
-from optax_lopt.meta.base import GradientEstimator
+from optax_lopt.meta.base import TaskBatchEstimator
 from optax_lopt.meta.meta_losses import MetaLoss
 from optax_lopt.meta.unroll import init_state, unroll
-from optax_lopt.tasks.base import TaskFamily
 
 
 class WholeUnrollState(NamedTuple):
@@ -24,7 +23,7 @@ class WholeUnrollState(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True)
-class FullBPTT(GradientEstimator):
+class FullBPTT(TaskBatchEstimator):
     """Exact gradient of the meta-loss of complete trajectories.
 
     Every call draws ``num_tasks`` fresh instances, trains each from its initial params for
@@ -47,16 +46,7 @@ class FullBPTT(GradientEstimator):
       optimizers", arXiv 1810.10180.
     """
 
-    lopt: LearnedOptimizer
-    family: TaskFamily
-    num_tasks: int = 8
-    horizon: int | None = None
-    meta_loss: str = "mean_normalized"
-    loss_clip: float = 1e3
     remat: bool = True
-
-    def __post_init__(self) -> None:
-        _common.check_config(self)
 
     def init(self, theta: MetaParams, key: chex.PRNGKey) -> WholeUnrollState:
         del theta, key
@@ -91,7 +81,7 @@ class FullBPTT(GradientEstimator):
             return jnp.mean(ml.reduce(trajectory.values)), trajectory
 
         (value, trajectory), grad = jax.value_and_grad(objective, has_aux=True)(theta)
-        grad, bad = _common.clean_gradient(grad)
+        grad, bad = _common.zero_nonfinite(grad)
         metrics = {"meta_loss": value, "gradient_nonfinite_fraction": bad}
         metrics.update(_common.trajectory_metrics(trajectory))
         return grad, WholeUnrollState(state.iteration + 1), metrics

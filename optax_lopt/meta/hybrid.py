@@ -8,9 +8,9 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from optax_lopt.base import LearnedOptimizer, MetaParams
+from optax_lopt.base import MetaParams
 from optax_lopt.meta import _common
-from optax_lopt.meta.base import GradientEstimator
+from optax_lopt.meta.base import PerturbedEstimator, TruncatedEstimator
 from optax_lopt.meta.meta_losses import MetaLoss
 from optax_lopt.meta.unroll import (
     UnrollState,
@@ -18,7 +18,6 @@ from optax_lopt.meta.unroll import (
     select_particle,
     unroll,
 )
-from optax_lopt.tasks.base import TaskFamily
 
 
 def _combination_weight(r: jax.Array, e: jax.Array) -> jax.Array:
@@ -43,7 +42,7 @@ def _combination_weight(r: jax.Array, e: jax.Array) -> jax.Array:
 
 
 @dataclasses.dataclass(frozen=True)
-class Hybrid(GradientEstimator):
+class Hybrid(TruncatedEstimator, PerturbedEstimator):
     """Per-coordinate inverse-variance combination of two estimates of one smoothed gradient.
 
     Both estimate the gradient of the Gaussian-smoothed truncation meta-loss
@@ -82,18 +81,10 @@ class Hybrid(GradientEstimator):
       arXiv 1902.01240.
     """
 
-    lopt: LearnedOptimizer
-    family: TaskFamily
-    num_tasks: int = 8
-    truncation_length: int = 50
-    horizon: int | None = None
-    sigma: float = 0.01
-    meta_loss: str = "mean_normalized"
-    loss_clip: float = 1e3
     remat: bool = False
 
     def __post_init__(self) -> None:
-        _common.check_config(self)
+        super().__post_init__()
         if self.num_tasks < 2:
             raise ValueError(
                 f"num_tasks: expected at least 2 (variances are estimated across tasks), "
@@ -164,6 +155,6 @@ class Hybrid(GradientEstimator):
 
     def meta_gradient(self, theta, state, key):
         components, new_state, metrics = self.gradient_components(theta, state, key)
-        grad, bad = _common.clean_gradient(components["hybrid"])
+        grad, bad = _common.zero_nonfinite(components["hybrid"])
         metrics["gradient_nonfinite_fraction"] = bad
         return grad, new_state, metrics

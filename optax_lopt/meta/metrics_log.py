@@ -14,6 +14,8 @@ import math
 import os
 from typing import Any
 
+import numpy as np
+
 METRICS_FILENAME = "metrics.jsonl"
 
 
@@ -119,3 +121,29 @@ class MetricsWriter:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
+
+
+def summarize(records: list[dict[str, Any]], window: int = 20) -> dict[str, Any]:
+    """Mean meta-loss over the first and last ``window`` outer steps, and the cut between.
+
+    Args:
+      records: the records of ``metrics.jsonl`` (`read_metrics`).
+      window: outer steps averaged at each end (at most half the finite meta-losses).
+
+    Returns:
+      ``{"steps", "meta_loss_first", "meta_loss_last", "reduction", "num_skipped"}``; only
+      ``"steps"`` when no meta-loss is finite. ``reduction`` is ``1 - last / first``.
+    """
+    losses = [r["meta_loss"] for r in records if r.get("meta_loss") is not None]
+    if not losses or not all(isinstance(v, (int, float)) for v in losses):
+        return {"steps": len(records)}
+    values = np.asarray(losses, np.float64)
+    window = max(1, min(window, values.size // 2 or 1))
+    first, last = float(values[:window].mean()), float(values[-window:].mean())
+    return {
+        "steps": len(records),
+        "meta_loss_first": first,
+        "meta_loss_last": last,
+        "reduction": 1.0 - last / first if first else None,
+        "num_skipped": records[-1].get("num_skipped", 0),
+    }

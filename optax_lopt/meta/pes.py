@@ -9,12 +9,11 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from optax_lopt.base import LearnedOptimizer, MetaParams
+from optax_lopt.base import MetaParams
 from optax_lopt.meta import _common
-from optax_lopt.meta.base import GradientEstimator
+from optax_lopt.meta.base import PerturbedEstimator, TruncatedEstimator
 from optax_lopt.meta.meta_losses import MetaLoss
 from optax_lopt.meta.unroll import UnrollState, init_state, unroll
-from optax_lopt.tasks.base import TaskFamily
 
 
 class PESState(NamedTuple):
@@ -31,7 +30,7 @@ class PESState(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True)
-class PES(GradientEstimator):
+class PES(TruncatedEstimator, PerturbedEstimator):
     """Persistent Evolution Strategies (Vicol, Metz, Sohl-Dickstein, ICML 2021).
 
     Each task keeps two persistent runs, one trained with ``theta + eps`` and one with
@@ -63,18 +62,6 @@ class PES(GradientEstimator):
       Vicol, Metz, Sohl-Dickstein, "Unbiased Gradient Estimation in Unrolled Computation
       Graphs with Persistent Evolution Strategies", ICML 2021 (arXiv 2112.13835).
     """
-
-    lopt: LearnedOptimizer
-    family: TaskFamily
-    num_tasks: int = 8
-    truncation_length: int = 50
-    horizon: int | None = None
-    sigma: float = 0.01
-    meta_loss: str = "mean_normalized"
-    loss_clip: float = 1e3
-
-    def __post_init__(self) -> None:
-        _common.check_config(self)
 
     def init(self, theta: MetaParams, key: chex.PRNGKey) -> PESState:
         runs = init_state(
@@ -119,7 +106,7 @@ class PES(GradientEstimator):
             _common.weighted_mean(total, d_pre),
             _common.weighted_mean(noise, d_post),
         )
-        grad, bad = _common.clean_gradient(grad)
+        grad, bad = _common.zero_nonfinite(grad)
 
         reset_any = jnp.any(trajectory.reset, axis=0)
         reset_last = trajectory.reset[-1]

@@ -25,24 +25,22 @@ References:
 
 from __future__ import annotations
 
-import math
+import dataclasses
 import os
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, TextIO
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from optax_lopt import serialization
+from optax_lopt import _checks
 from optax_lopt.base import LearnedOptimizer, MetaParams
-from optax_lopt.meta import _progress, checkpoint, metrics_log, sharding
+from optax_lopt.meta import checkpoint, metrics_log, outer_loop, sharding
 from optax_lopt.meta.base import EstimatorState
+from optax_lopt.meta.outer_loop import FINAL_DIRNAME
 
-FINAL_DIRNAME = "final"
-"""``optax_lopt.save`` writes the final meta-parameters to ``<workdir>/final``."""
+__all__ = ["FINAL_DIRNAME", "MetaTrainer", "TrainState"]
 
 _CHECKPOINT_FORMAT = 1
 
@@ -68,50 +66,17 @@ class TrainState(NamedTuple):
     num_resets: jax.Array
 
 
-def _all_finite(tree: Any) -> jax.Array:
-    """True when every inexact leaf of ``tree`` is free of NaN and infinity."""
-    leaves = [
-        jnp.all(jnp.isfinite(x))
-        for x in jax.tree.leaves(tree)
-        if jnp.issubdtype(jnp.result_type(x), jnp.inexact)
-    ]
-    if not leaves:
-        return jnp.asarray(True)
-    return jnp.all(jnp.stack(leaves))
-
-
-def _apply_if_finite(
-    grads: Any, new_theta: Any, new_opt_state: Any, theta: Any, opt_state: Any
-) -> tuple[Any, Any, jax.Array]:
-    """``(theta, opt_state, ok)``: the new ones if the meta-gradient and new theta are finite.
-
-    An outer step with a NaN/inf meta-gradient, or one that would make ``theta`` non-finite,
-    is skipped: the old meta-parameters and optimizer state are kept.
-    """
-    ok = jnp.logical_and(_all_finite(grads), _all_finite(new_theta))
-    theta, opt_state = jax.tree.map(
-        lambda new, old: jnp.where(ok, new, old), (new_theta, new_opt_state), (theta, opt_state)
-    )
-    return theta, opt_state, ok
-
-
-def _needs_restart(grads: Any, estimator_state: Any) -> jax.Array:
-    """True when a step's meta-gradient is non-finite and the inner runs hold NaN/inf.
-
-    Such runs would keep producing non-finite meta-gradients forever, so the trainers restart
-    them from ``estimator.init``.
-    """
-    return jnp.logical_and(~_all_finite(grads), ~_all_finite(estimator_state))
-
-
-def _check_positive_int(name: str, value: Any) -> None:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name}: expected a positive integer, got {value!r}.")
-
-
-def _to_python(value: Any) -> Any:
-    value = np.asarray(value)
-    return value.item() if value.shape == () else value.tolist()
+def _check_mesh(mesh: Any, estimator: Any, num_tasks: int | None) -> int:
+    """The task batch size to shard over ``mesh`` (``estimator.num_tasks`` when None)."""
+    if not isinstance(mesh, jax.sharding.Mesh):
+        raise ValueError(f"mesh: expected a jax.sharding.Mesh, got {type(mesh).__name__}.")
+    num_tasks = getattr(estimator, "num_tasks", None) if num_tasks is None else num_tasks
+    if num_tasks is None:
+        raise ValueError(
+            "num_tasks: expected the task batch size (the estimator has no "
+            "num_tasks attribute), got None."
+        )
+    return num_tasks
 
 
 class MetaTrainer:
@@ -143,6 +108,12 @@ class MetaTrainer:
       on_step: optional ``on_step(step, record)`` called on the host after every outer step
         with the record written to ``metrics.jsonl``.
       async_checkpointing: write checkpoints in a background thread.
+      config: optional JSON settings of the run (e.g. an example's flags): recorded with
+        every checkpoint, and a resume whose value of one differs is refused with an error
+        naming it (`optax_lopt.meta.outer_loop.SettingMismatchError`).
+      final_metadata: optional JSON entries added to the metadata of ``<workdir>/final``
+        (e.g. the command that reproduces the run); the trainer itself writes ``step``,
+        ``seed`` and ``summary`` (`optax_lopt.meta.metrics_log.summarize` of the run).
 
     Raises:
       ValueError: for an argument of the wrong kind or out of range; the message names it.
@@ -170,15 +141,10 @@ class MetaTrainer:
         progress_stream: TextIO | None = None,
         on_step: Callable[[int, dict[str, Any]], None] | None = None,
         async_checkpointing: bool = True,
+        config: Mapping[str, Any] | None = None,
+        final_metadata: Mapping[str, Any] | None = None,
     ) -> None:
-        if not (
-            callable(getattr(estimator, "init", None))
-            and callable(getattr(estimator, "meta_gradient", None))
-        ):
-            raise ValueError(
-                "estimator: expected a GradientEstimator with init(theta, key) and "
-                f"meta_gradient(theta, state, key), got {type(estimator).__name__}."
-            )
+        outer_loop.check_estimator(estimator)
         if not isinstance(meta_optimizer, optax.GradientTransformation):
             raise ValueError(
                 "meta_optimizer: expected an optax.GradientTransformation, got "
@@ -188,125 +154,111 @@ class MetaTrainer:
             raise ValueError(f"lopt: expected a LearnedOptimizer, got {type(lopt).__name__}.")
         if lopt is None and theta is None:
             raise ValueError("lopt: expected a LearnedOptimizer (or an initial theta), got None.")
-        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-            raise ValueError(f"seed: expected an integer, got {seed!r}.")
-        if clip_norm is not None and not (
-            isinstance(clip_norm, (int, float)) and math.isfinite(clip_norm) and clip_norm > 0
-        ):
-            raise ValueError(f"clip_norm: expected None or a positive number, got {clip_norm!r}.")
-        _check_positive_int("checkpoint_every", checkpoint_every)
-        _check_positive_int("max_to_keep", max_to_keep)
+        self.seed = _checks.integer("seed", seed)
+        self.clip_norm = None if clip_norm is None else _checks.positive("clip_norm", clip_norm)
+        self.options = outer_loop.LoopOptions(
+            workdir=None if workdir is None else os.fspath(workdir),
+            checkpoint_every=_checks.positive_int("checkpoint_every", checkpoint_every),
+            max_to_keep=_checks.positive_int("max_to_keep", max_to_keep),
+            async_checkpointing=async_checkpointing,
+            progress=progress,
+            progress_stream=progress_stream,
+            on_step=on_step,
+        )
         if mesh is not None:
-            if not isinstance(mesh, jax.sharding.Mesh):
-                raise ValueError(f"mesh: expected a jax.sharding.Mesh, got {type(mesh).__name__}.")
-            num_tasks = getattr(estimator, "num_tasks", None) if num_tasks is None else num_tasks
-            if num_tasks is None:
-                raise ValueError(
-                    "num_tasks: expected the task batch size (the estimator has no "
-                    "num_tasks attribute), got None."
-                )
+            num_tasks = _check_mesh(mesh, estimator, num_tasks)
 
         self.estimator = estimator
         self.meta_optimizer = optax.with_extra_args_support(meta_optimizer)
         self.lopt = lopt
-        self.workdir = None if workdir is None else os.fspath(workdir)
-        self.seed = int(seed)
-        self.clip_norm = None if clip_norm is None else float(clip_norm)
-        self.checkpoint_every = int(checkpoint_every)
-        self.max_to_keep = int(max_to_keep)
         self.mesh = mesh
         self.num_tasks = num_tasks
-        self.progress = progress
-        self.progress_stream = progress_stream
-        self.on_step = on_step
-        self.async_checkpointing = async_checkpointing
+        self.config = None if config is None else dict(config)
+        self.final_metadata = dict(final_metadata or {})
         self.state: TrainState | None = None
-
-        root = jax.random.key(self.seed)
-        self._theta_key = jax.random.fold_in(root, 0)
-        self._estimator_key = jax.random.fold_in(root, 1)
-        self._step_root = jax.random.fold_in(root, 2)
-        self._reset_root = jax.random.fold_in(root, 3)
+        self._keys = outer_loop.seed_keys(self.seed)
         self._initial_theta = theta
 
+        self._compile()
+
+    def _compile(self) -> None:
+        """Jits init, step and reset, placed on the mesh when there is one."""
         abstract = jax.eval_shape(self._init_fn)
-        if mesh is None:
-            self._shardings = None
+        self._shardings = None if self.mesh is None else self._state_shardings(abstract)
+        if self.mesh is None:
             self._init = jax.jit(self._init_fn)
             self._step = jax.jit(self._step_fn)
             self._reset = jax.jit(self._reset_fn)
         else:
-            copy = sharding.replicated(mesh)
-            self._shardings = TrainState(
-                step=copy,
-                theta=jax.tree.map(lambda _: copy, abstract.theta),
-                opt_state=jax.tree.map(lambda _: copy, abstract.opt_state),
-                estimator_state=sharding.task_shardings(abstract.estimator_state, mesh, num_tasks),
-                num_skipped=copy,
-                num_resets=copy,
-            )
+            copy = sharding.replicated(self.mesh)
             self._init = jax.jit(self._init_fn, out_shardings=self._shardings)
             self._step = jax.jit(self._step_fn, out_shardings=(self._shardings, copy, copy))
             self._reset = jax.jit(self._reset_fn, out_shardings=self._shardings)
         self._abstract_state = checkpoint.abstract_like(abstract, self._shardings)
 
+    @property
+    def workdir(self) -> str | None:
+        """The run directory (None: nothing written or resumed)."""
+        return self.options.workdir
+
+    @workdir.setter
+    def workdir(self, value: str | os.PathLike | None) -> None:
+        path = None if value is None else os.fspath(value)
+        self.options = dataclasses.replace(self.options, workdir=path)
+
+    def _state_shardings(self, abstract: TrainState) -> TrainState:
+        copy = sharding.replicated(self.mesh)
+        return TrainState(
+            step=copy,
+            theta=jax.tree.map(lambda _: copy, abstract.theta),
+            opt_state=jax.tree.map(lambda _: copy, abstract.opt_state),
+            estimator_state=sharding.task_shardings(
+                abstract.estimator_state, self.mesh, self.num_tasks
+            ),
+            num_skipped=copy,
+            num_resets=copy,
+        )
+
     # ----------------------------------------------------------------- pure functions
 
     def _init_fn(self) -> TrainState:
         if self._initial_theta is None:
-            theta = self.lopt.init(self._theta_key)
+            theta = self.lopt.init(self._keys.theta)
         else:
             theta = jax.tree.map(jnp.asarray, self._initial_theta)
         return TrainState(
             step=jnp.zeros((), jnp.int32),
             theta=theta,
             opt_state=self.meta_optimizer.init(theta),
-            estimator_state=self.estimator.init(theta, self._estimator_key),
+            estimator_state=self.estimator.init(theta, self._keys.estimator),
             num_skipped=jnp.zeros((), jnp.int32),
             num_resets=jnp.zeros((), jnp.int32),
         )
 
     def _step_fn(self, state: TrainState) -> tuple[TrainState, dict[str, jax.Array], jax.Array]:
-        key = jax.random.fold_in(self._step_root, state.step)
-        grad, estimator_state, metrics = self.estimator.meta_gradient(
-            state.theta, state.estimator_state, key
+        out = outer_loop.meta_step(
+            self.estimator,
+            outer_loop.optax_update(self.meta_optimizer),
+            state.theta,
+            state.opt_state,
+            state.estimator_state,
+            jax.random.fold_in(self._keys.step, state.step),
+            clip_norm=self.clip_norm,
         )
-        metrics = dict(metrics)
-        if "meta_loss" not in metrics:
-            raise ValueError(
-                "estimator: expected meta_gradient to return metrics with a 'meta_loss' "
-                f"entry, got keys {sorted(metrics)}."
-            )
-        grad_norm = optax.tree.norm(grad)
-        needs_reset = _needs_restart(grad, estimator_state)
-        # Checked before clipping: a finite gradient whose norm overflows would be scaled to
-        # zero by the clip and applied as a silent no-op instead of counted as skipped.
-        raw = (grad, grad_norm)
-        if self.clip_norm is not None:
-            scale = jnp.where(grad_norm > self.clip_norm, self.clip_norm / grad_norm, 1.0)
-            grad = jax.tree.map(lambda g: (g * scale).astype(g.dtype), grad)
-
-        updates, new_opt_state = self.meta_optimizer.update(
-            grad, state.opt_state, state.theta, value=metrics["meta_loss"]
-        )
-        new_theta = optax.apply_updates(state.theta, updates)
-        theta, opt_state, ok = _apply_if_finite(
-            raw, new_theta, new_opt_state, state.theta, state.opt_state
-        )
-        skipped = (~ok).astype(jnp.int32)
+        num_skipped = state.num_skipped + out.metrics["skipped"].astype(jnp.int32)
         new_state = TrainState(
             step=state.step + 1,
-            theta=theta,
-            opt_state=opt_state,
-            estimator_state=estimator_state,
-            num_skipped=state.num_skipped + skipped,
+            theta=out.theta,
+            opt_state=out.opt_state,
+            estimator_state=out.estimator_state,
+            num_skipped=num_skipped,
             num_resets=state.num_resets,
         )
-        metrics.update(grad_norm=grad_norm, skipped=~ok, num_skipped=new_state.num_skipped)
-        return new_state, metrics, needs_reset
+        out.metrics["num_skipped"] = num_skipped
+        return new_state, out.metrics, out.restart
 
     def _reset_fn(self, state: TrainState) -> TrainState:
-        key = jax.random.fold_in(self._reset_root, state.step)
+        key = jax.random.fold_in(self._keys.reset, state.step)
         return state._replace(
             estimator_state=self.estimator.init(state.theta, key),
             num_resets=state.num_resets + 1,
@@ -340,27 +292,44 @@ class MetaTrainer:
         metrics["num_resets"] = state.num_resets
         return state, metrics
 
+    def record(self, step: int, metrics: dict[str, Any]) -> dict[str, Any]:
+        """The ``metrics.jsonl`` line of outer step ``step`` from its host metrics."""
+        host = dict(metrics)
+        record: dict[str, Any] = {"step": step}
+        record["meta_loss"] = outer_loop.to_python(host.pop("meta_loss"))
+        record.update({k: outer_loop.to_python(v) for k, v in sorted(host.items())})
+        record["skipped"] = bool(record["skipped"])
+        return record
+
+    def recorded_settings(self) -> dict[str, Any]:
+        """What every checkpoint records and a resume compares: seed, format, ``config``."""
+        settings: dict[str, Any] = {"seed": self.seed, "format": _CHECKPOINT_FORMAT}
+        if self.config is not None:
+            settings["config"] = self.config
+        return settings
+
+    def final_weights(self, state: TrainState) -> tuple[LearnedOptimizer, Any, dict] | None:
+        """``(lopt, theta, metadata)`` for ``<workdir>/final`` (None without ``lopt``)."""
+        if self.lopt is None:
+            return None
+        metadata = {
+            **self.final_metadata,
+            "step": int(state.step),
+            "seed": self.seed,
+            "summary": metrics_log.summarize(metrics_log.read_metrics(self.workdir)),
+        }
+        return self.lopt, state.theta, metadata
+
     def restore(self) -> TrainState | None:
-        """The training state of the newest checkpoint in ``workdir``, or None if there is none.
+        """The training state of the newest usable checkpoint in ``workdir``, or None.
 
         Raises:
-          ValueError: if the checkpoint was written with another seed.
+          ValueError: if the checkpoint was written with another seed or ``config`` value
+            (the message names it), or matches no part of this run's training state.
         """
-        if self.workdir is None:
-            return None
-        ckpt = checkpoint.Checkpointer(self.workdir, self.max_to_keep, async_save=False)
-        try:
-            if ckpt.latest_step() is None:
-                return None
-            state, metadata = ckpt.restore(self._abstract_state)
-        finally:
-            ckpt.close()
-        if metadata.get("seed") != self.seed:
-            raise ValueError(
-                f"seed: the checkpoints in {self.workdir} were written with seed "
-                f"{metadata.get('seed')!r}, got {self.seed!r}; use the same seed or a new workdir."
-            )
-        return state
+        return outer_loop.restore(
+            self.workdir, self._abstract_state, self.recorded_settings(), self.options.max_to_keep
+        )
 
     def train(self, num_outer_steps: int) -> MetaParams:
         """Runs outer steps until ``num_outer_steps`` are done, resuming if it can.
@@ -376,65 +345,6 @@ class MetaTrainer:
         Raises:
           ValueError: if ``num_outer_steps`` is not a non-negative integer.
         """
-        if (
-            not isinstance(num_outer_steps, (int, np.integer))
-            or isinstance(num_outer_steps, bool)
-            or num_outer_steps < 0
-        ):
-            raise ValueError(
-                f"num_outer_steps: expected a non-negative integer, got {num_outer_steps!r}."
-            )
-        state = self.restore()
-        if state is None:
-            state = self.init_state()
-        start = int(state.step)
-        lead = jax.process_index() == 0
-        writer = None
-        ckpt = None
-        if self.workdir is not None:
-            ckpt = checkpoint.Checkpointer(
-                self.workdir, self.max_to_keep, async_save=self.async_checkpointing
-            )
-            if lead:
-                metrics_log.truncate_metrics(self.workdir, start)
-                writer = metrics_log.MetricsWriter(self.workdir)
-        bar = _progress.ProgressBar(
-            num_outer_steps,
-            enabled=self.progress if lead else False,
-            stream=self.progress_stream,
-        )
-        metadata = {"seed": self.seed, "format": _CHECKPOINT_FORMAT}
-        try:
-            for step in range(start, num_outer_steps):
-                state, metrics = self.step(state)
-                done = step + 1
-                host = jax.device_get(metrics)
-                record: dict[str, Any] = {"step": done}
-                record["meta_loss"] = _to_python(host.pop("meta_loss"))
-                record.update({k: _to_python(v) for k, v in sorted(host.items())})
-                record["skipped"] = bool(record["skipped"])
-                record["time"] = time.time()
-                if writer is not None:
-                    writer.write(record)
-                if self.on_step is not None:
-                    self.on_step(done, record)
-                bar.update(done, record["meta_loss"])
-                if ckpt is not None and (done % self.checkpoint_every == 0):
-                    ckpt.save(done, state, metadata)
-            if ckpt is not None and num_outer_steps > start:
-                ckpt.save(int(state.step), state, metadata)
-        finally:
-            bar.close()
-            if writer is not None:
-                writer.close()
-            if ckpt is not None:
-                ckpt.close()
-        self.state = state
-        if self.workdir is not None and self.lopt is not None and lead:
-            serialization.save(
-                os.path.join(self.workdir, FINAL_DIRNAME),
-                self.lopt,
-                jax.device_get(state.theta),
-                metadata={"step": int(state.step), "seed": self.seed},
-            )
-        return state.theta
+        num_outer_steps = _checks.non_negative_int("num_outer_steps", num_outer_steps)
+        self.state = outer_loop.run(self, num_outer_steps, self.options, self._abstract_state)
+        return self.state.theta

@@ -8,16 +8,15 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from optax_lopt.base import LearnedOptimizer, MetaParams
+from optax_lopt.base import MetaParams
 from optax_lopt.meta import _common
-from optax_lopt.meta.base import GradientEstimator
+from optax_lopt.meta.base import TruncatedEstimator
 from optax_lopt.meta.meta_losses import MetaLoss
 from optax_lopt.meta.unroll import UnrollState, unroll
-from optax_lopt.tasks.base import TaskFamily
 
 
 @dataclasses.dataclass(frozen=True)
-class TruncatedBPTT(GradientEstimator):
+class TruncatedBPTT(TruncatedEstimator):
     """Gradient of each truncation's meta-loss, backpropagated through that truncation only.
 
     Every call advances ``num_tasks`` persistent runs by ``truncation_length`` steps and
@@ -41,17 +40,7 @@ class TruncatedBPTT(GradientEstimator):
       arXiv 1803.02021.
     """
 
-    lopt: LearnedOptimizer
-    family: TaskFamily
-    num_tasks: int = 8
-    truncation_length: int = 50
-    horizon: int | None = None
-    meta_loss: str = "mean_normalized"
-    loss_clip: float = 1e3
     remat: bool = False
-
-    def __post_init__(self) -> None:
-        _common.check_config(self)
 
     def init(self, theta: MetaParams, key: chex.PRNGKey) -> UnrollState:
         return _common.init_runs(self, theta, key)
@@ -74,7 +63,7 @@ class TruncatedBPTT(GradientEstimator):
             return jnp.mean(ml.reduce(trajectory.values)), (new_state, trajectory)
 
         (value, (new_state, trajectory)), grad = jax.value_and_grad(objective, has_aux=True)(theta)
-        grad, bad = _common.clean_gradient(grad)
+        grad, bad = _common.zero_nonfinite(grad)
         metrics = {"meta_loss": value, "gradient_nonfinite_fraction": bad}
         metrics.update(_common.trajectory_metrics(trajectory))
         return grad, new_state, metrics

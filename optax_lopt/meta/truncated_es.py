@@ -8,9 +8,9 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from optax_lopt.base import LearnedOptimizer, MetaParams
+from optax_lopt.base import MetaParams
 from optax_lopt.meta import _common
-from optax_lopt.meta.base import GradientEstimator
+from optax_lopt.meta.base import PerturbedEstimator, TruncatedEstimator
 from optax_lopt.meta.meta_losses import MetaLoss
 from optax_lopt.meta.unroll import (
     UnrollState,
@@ -18,11 +18,10 @@ from optax_lopt.meta.unroll import (
     select_particle,
     unroll,
 )
-from optax_lopt.tasks.base import TaskFamily
 
 
 @dataclasses.dataclass(frozen=True)
-class TruncatedES(GradientEstimator):
+class TruncatedES(TruncatedEstimator, PerturbedEstimator):
     """Antithetic ES on each truncation, starting both perturbations from the shared state.
 
     Every call draws ``eps_i ~ N(0, sigma^2 I)`` per task, advances copies of the task's run
@@ -48,18 +47,6 @@ class TruncatedES(GradientEstimator):
       Graphs with Persistent Evolution Strategies", ICML 2021 (arXiv 2112.13835).
     """
 
-    lopt: LearnedOptimizer
-    family: TaskFamily
-    num_tasks: int = 8
-    truncation_length: int = 50
-    horizon: int | None = None
-    sigma: float = 0.01
-    meta_loss: str = "mean_normalized"
-    loss_clip: float = 1e3
-
-    def __post_init__(self) -> None:
-        _common.check_config(self)
-
     def init(self, theta: MetaParams, key: chex.PRNGKey) -> UnrollState:
         return _common.init_runs(self, theta, key)
 
@@ -80,7 +67,7 @@ class TruncatedES(GradientEstimator):
         )
         losses = ml.reduce(trajectory.values)  # [N, 2]
         diff = (losses[:, 0] - losses[:, 1]) / (2 * self.sigma**2)
-        grad, bad = _common.clean_gradient(_common.weighted_mean(noise, diff))
+        grad, bad = _common.zero_nonfinite(_common.weighted_mean(noise, diff))
         metrics = {"meta_loss": jnp.mean(losses), "gradient_nonfinite_fraction": bad}
         metrics.update(_common.trajectory_metrics(trajectory))
         return grad, select_particle(new_state, 0), metrics

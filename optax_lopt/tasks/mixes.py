@@ -144,7 +144,53 @@ Rosenbrock (whose start point already sets its scale) augmented with random per-
 longer than the families' defaults where steps are cheap, so the optimizer sees late-training
 behaviour."""
 
-_MIXES: dict[str, tuple[MixComponent, ...]] = {"general": GENERAL_MIX}
+
+def self_training_mix(
+    horizon: int = 200,
+    two_moons_points: int = 128,
+    aux_quadratic_dim: int = 0,
+    aux_quadratic_noise: float = 0.3,
+) -> tuple[MixComponent, ...]:
+    """The self-training mix: ``linear_regression`` and a small ``two_moons``, equal weights.
+
+    ``two_moons`` has one hidden layer of 16 units and ``two_moons_points`` points. With
+    ``aux_quadratic_dim > 0`` a noisy quadratic of that dimension (gradient noise
+    ``aux_quadratic_noise``), named ``"aux_quadratic"``, is appended: a more diverse task
+    distribution to meta-train on, while evaluation stays on the first two families.
+
+    Args:
+      horizon: every family's ``num_steps``.
+      two_moons_points: points per ``two_moons`` instance.
+      aux_quadratic_dim: dimension of the auxiliary quadratic (0: none).
+      aux_quadratic_noise: its gradient-noise scale.
+
+    Returns:
+      The components (``task_mix("self_training")`` is this with the defaults).
+    """
+    mix = (
+        MixComponent("linear_regression", (("num_steps", horizon),)),
+        MixComponent(
+            "two_moons",
+            (("hidden_sizes", (16,)), ("num_points", two_moons_points), ("num_steps", horizon)),
+        ),
+    )
+    if aux_quadratic_dim:
+        kwargs = (
+            ("dim", aux_quadratic_dim),
+            ("noise_scale", aux_quadratic_noise),
+            ("num_steps", horizon),
+        )
+        mix += (MixComponent("quadratic", kwargs, name="aux_quadratic"),)
+    return mix
+
+
+SELF_TRAINING_EVALUATED = ("linear_regression", "two_moons")
+"""The components of `self_training_mix` that self-training is evaluated on."""
+
+_MIXES: dict[str, tuple[MixComponent, ...]] = {
+    "general": GENERAL_MIX,
+    "self_training": self_training_mix(),
+}
 
 
 def task_mix_names() -> tuple[str, ...]:

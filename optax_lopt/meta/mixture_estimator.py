@@ -1,4 +1,6 @@
-"""Meta-training on a mix of task families: a weighted sum of per-family estimators.
+"""An estimator over a mix of task families: the weighted sum of per-family estimators.
+
+(The mixes themselves, named presets of families, are in `optax_lopt.tasks.mixes`.)
 
 Task families with different parameter shapes cannot share one vmapped batch, so a mix keeps
 one estimator (and one persistent batch of inner runs) per family and combines their
@@ -13,14 +15,16 @@ References:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import chex
 import jax
 
 from optax_lopt.base import MetaParams
+from optax_lopt.meta import outer_loop
 from optax_lopt.meta.base import EstimatorState, GradientEstimator
+from optax_lopt.tasks.base import TaskFamily
 
 
 def _default_name(est: GradientEstimator, index: int) -> str:
@@ -63,14 +67,10 @@ class Mixture(GradientEstimator):
         names: Sequence[str] | None = None,
     ) -> None:
         estimators = tuple(estimators)
-        if not estimators or not all(
-            callable(getattr(e, "init", None)) and callable(getattr(e, "meta_gradient", None))
-            for e in estimators
-        ):
-            raise ValueError(
-                "estimators: expected a non-empty sequence of GradientEstimators, got "
-                f"{[type(e).__name__ for e in estimators]}."
-            )
+        if not estimators:
+            raise ValueError("estimators: expected a non-empty sequence of estimators, got none.")
+        for i, est in enumerate(estimators):
+            outer_loop.check_estimator(est, f"estimators[{i}]")
         if weights is None:
             weights = (1.0,) * len(estimators)
         weights = tuple(float(w) for w in weights)
@@ -94,6 +94,25 @@ class Mixture(GradientEstimator):
         self.estimators = estimators
         self.weights = tuple(w / total for w in weights)
         self.names = names
+
+    @classmethod
+    def from_mix(
+        cls, components: Sequence[Any], make: Callable[[TaskFamily], GradientEstimator]
+    ) -> Mixture:
+        """One ``make(family)`` per component of a task mix, with its weight and name.
+
+        Args:
+          components: `optax_lopt.tasks.MixComponent` s (e.g. ``task_mix("general")``).
+          make: builds the estimator of one family.
+
+        Returns:
+          The `Mixture`.
+        """
+        return cls(
+            [make(c.build()) for c in components],
+            weights=[c.weight for c in components],
+            names=[c.name for c in components],
+        )
 
     def init(self, theta: MetaParams, key: chex.PRNGKey) -> EstimatorState:
         return tuple(
