@@ -8,8 +8,10 @@ without mkdocs installed.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import pathlib
 import re
+import types
 
 import pytest
 
@@ -84,6 +86,31 @@ def test_every_reference_resolves():
         except (ImportError, AttributeError):
             unresolved.append(path)
     assert not unresolved, f"docs/api references that do not resolve: {unresolved}"
+
+
+def _is_module_path(path: str) -> bool:
+    try:
+        return importlib.util.find_spec(path) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def test_no_reference_names_a_module_shadowed_by_a_function():
+    # mkdocstrings reads `optax_lopt.pretrained` as the module optax_lopt/pretrained.py, while
+    # Python reads it as the function the package exports: such a reference documents the wrong
+    # object, so it must use the function's defining path (`optax_lopt.pretrained.pretrained`).
+    ambiguous = [
+        path
+        for path in _references()
+        if _is_module_path(path) and not isinstance(_resolve(path), types.ModuleType)
+    ]
+    assert not ambiguous, f"docs/api references that mkdocstrings reads as modules: {ambiguous}"
+
+
+def test_shadowed_module_is_detected():
+    assert _is_module_path("optax_lopt.pretrained")
+    assert not isinstance(_resolve("optax_lopt.pretrained"), types.ModuleType)
+    assert not _is_module_path("optax_lopt.pretrained.pretrained")
 
 
 @pytest.mark.parametrize("package", PACKAGES)
