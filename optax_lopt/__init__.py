@@ -19,7 +19,18 @@ from optax_lopt.pretrained import (
 )
 from optax_lopt.serialization import load, save
 
-__version__ = "0.1.0"
+
+def _version() -> str:
+    """The installed distribution's version; the source tree's when it is not installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("optax-lopt")
+    except metadata.PackageNotFoundError:  # imported from a checkout that was never installed
+        return "0.1.0"
+
+
+__version__ = _version()
 
 __all__ = [
     "ComponentwiseRNN",
