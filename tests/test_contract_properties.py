@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import CASES, perturbed_theta
+from _cases import CASES, perturbed_theta
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import perturbed_theta
+from _cases import perturbed_theta
 
 import optax_lopt
 from optax_lopt.architectures import _features as F
