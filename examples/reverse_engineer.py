@@ -49,6 +49,15 @@ def _parse_value(text: str) -> Any:
     return text
 
 
+def _is_numeric(parameter: inspect.Parameter) -> bool:
+    """Whether an optax factory's parameter takes a number (by its default or annotation)."""
+    default = parameter.default
+    if isinstance(default, (int, float)) and not isinstance(default, bool):
+        return True
+    annotation = str(parameter.annotation)
+    return any(word in annotation for word in ("float", "int", "Scalar", "Numeric"))
+
+
 def parse_optimizer(spec: str, default_learning_rate: float = 0.01) -> optax.GradientTransformation:
     """Builds a transformation from ``optax:NAME[:k=v,...]`` or ``pretrained:NAME``.
 
@@ -97,9 +106,7 @@ def parse_optimizer(spec: str, default_learning_rate: float = 0.01) -> optax.Gra
     if "learning_rate" in params and "learning_rate" not in kwargs:
         kwargs["learning_rate"] = default_learning_rate
     for key, value in kwargs.items():
-        default = params[key].default if key in params else None
-        numeric = key == "learning_rate" or isinstance(default, (int, float))
-        if numeric and not isinstance(default, bool) and isinstance(value, str):
+        if isinstance(value, str) and key in params and _is_numeric(params[key]):
             raise ValueError(f"optimizer: {key} of optax.{name} expects a number, got {value!r}.")
     try:
         tx = factory(**kwargs)

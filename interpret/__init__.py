@@ -48,6 +48,7 @@ from interpret.problem import (
     record,
 )
 from interpret.report import Report, reverse_engineer, write_report
+from interpret.residual import RESIDUAL_FEATURES, candidate_features, unexplained
 from interpret.schedule import ScheduleFit, fit_schedule, zero_gradient_schedule
 from interpret.shape import UpdateShape, update_shape, update_shapes
 from interpret.system import ScalarSystem, effective_learning_rate, scalar_system, typical_state
@@ -71,6 +72,7 @@ __all__ = [
     "ProbeState",
     "Problem",
     "Recording",
+    "RESIDUAL_FEATURES",
     "Records",
     "Report",
     "Rollout",
@@ -79,6 +81,7 @@ __all__ = [
     "UpdateFunction",
     "UpdateShape",
     "advantage_kept",
+    "candidate_features",
     "distill",
     "effective_learning_rate",
     "fit_clipping",
@@ -111,6 +114,7 @@ __all__ = [
     "typical_state",
     "update_function",
     "update_shape",
+    "unexplained",
     "update_shapes",
     "write_report",
     "zero_gradient_schedule",

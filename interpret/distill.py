@@ -24,7 +24,8 @@ from a small vocabulary, one choice per mechanism:
 Every combination is fitted in closed form or by a small grid and the one whose updates match
 best (``r2``) wins. `Distilled.ablations` refits with each mechanism removed in turn, so a
 benchmark can measure what each one is worth. What the chain cannot reproduce (``1 - r2``) is
-what the vocabulary misses.
+what the vocabulary misses; `Distilled.unexplained` says which candidate behaviour
+(`interpret.residual`) accounts for that remainder.
 
 References:
   Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
@@ -51,6 +52,7 @@ from interpret import system as _system
 from interpret.advantage import scale_by_power_rms
 from interpret.clipping import fit_clipping
 from interpret.momentum import r_squared
+from interpret.residual import unexplained
 
 BETA_BANK = (0.0, 0.5, 0.8, 0.9, 0.95, 0.99)
 """Momentum decays always offered to the fit, besides the optimizer's own modes."""
@@ -104,6 +106,8 @@ class Distilled:
       schedule: ``s(t)`` per step, peak 1 (None: constant).
       spec: the vocabulary choice.
       ablations: mechanism -> the `Distilled` refitted without it (empty for an ablation).
+      unexplained: candidate behaviour -> the fraction of the residual updates it explains
+        (`interpret.unexplained`; empty for an ablation): what the chain misses.
     """
 
     tx: optax.GradientTransformation
@@ -116,6 +120,7 @@ class Distilled:
     schedule: np.ndarray | None
     spec: Spec
     ablations: dict[str, Distilled] = dataclasses.field(default_factory=dict)
+    unexplained: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 class ModesState(NamedTuple):
@@ -248,13 +253,19 @@ def _fit_sign_output(u, feats, betas, per_step):
 
 def _fit(spec: Spec, g: np.ndarray, u: np.ndarray) -> tuple[float, tuple, np.ndarray, np.ndarray]:
     """Fits ``spec``'s weights and scales; returns ``(r2, betas, weights, scales)``."""
+    r2, betas, w, s, _ = _fit_with_prediction(spec, g, u)
+    return r2, betas, w, s
+
+
+def _fit_with_prediction(spec: Spec, g: np.ndarray, u: np.ndarray):
+    """`_fit` and the fitted updates."""
     x = _input(g, spec)
     feats = [_ema(x, b) for b in spec.betas]
     if spec.output_sign and len(feats) > 1:
         betas, w, s, pred = _fit_sign_output(u, feats, spec.betas, spec.schedule)
     else:
         betas, w, s, pred = _fit_linear(u, feats, spec.betas, spec.schedule)
-    return r_squared(u, pred), tuple(betas), np.asarray(w), s
+    return r_squared(u, pred), tuple(betas), np.asarray(w), s, pred
 
 
 def _build(spec: Spec, betas, weights, scales, schedule_steps) -> Distilled:
@@ -352,7 +363,7 @@ def distill(
     gradients: Any = None,
     gradient_scale: float = 1.0,
     schedule_steps: int | None = None,
-    betas: Sequence[float] = (),
+    betas: Sequence[float] | None = None,
     ablate: bool = True,
     seed: int = 0,
 ) -> Distilled:
@@ -366,7 +377,9 @@ def distill(
       gradient_scale: see ``gradients``.
       schedule_steps: steps of schedule to fit (None: a constant learning rate; otherwise at
         most ``T``).
-      betas: extra momentum decays to offer the fit, e.g. ``momentum_modes(...).betas[:2]``.
+      betas: extra momentum decays to offer the fit besides the fixed bank, e.g. the
+        ``momentum_modes(...).betas[:2]`` a caller already has; None: the decays of the
+        optimizer's own two strongest modes, found here (one more fixed-point search).
       ablate: also refit without each mechanism found (`Distilled.ablations`).
       seed: seed of the Gaussian sequences.
 
@@ -384,8 +397,8 @@ def distill(
         g, u = g[:schedule_steps], u[:schedule_steps]
     if not np.all(np.isfinite(u)):
         raise ValueError("tx: its updates on these gradients are not all finite; cannot distill.")
-    extra = [float(b) for b in np.asarray(betas, np.float64).ravel() if 0 < b < 1]
-    extra += _own_modes(system, g)
+    found = _own_modes(system, g) if betas is None else betas
+    extra = [float(b) for b in np.asarray(found, np.float64).ravel() if 0 < b < 1]
     bank = tuple(sorted(set(BETA_BANK) | {round(b, 6) for b in extra}))
     clip = _clip_threshold(system, g)
     scored = []
@@ -396,7 +409,12 @@ def distill(
         # parsimony: a mechanism must buy at least _PARSIMONY of r2 to be kept
         scored.append((r2 - _PARSIMONY * len(spec.mechanisms), r2, spec, w, s))
     _, r2, spec, w, s = max(scored, key=lambda item: item[0])
-    best = dataclasses.replace(_build(spec, spec.betas, w, s, schedule_steps), r2=float(r2))
+    *_, fitted = _fit_with_prediction(spec, g, u)
+    best = dataclasses.replace(
+        _build(spec, spec.betas, w, s, schedule_steps),
+        r2=float(r2),
+        unexplained=unexplained(g, u, fitted),
+    )
     if not ablate:
         return best
     ablations = {}

@@ -87,6 +87,18 @@ class Recording:
     updates: np.ndarray
     states: np.ndarray
 
+    def instances(self, start: int, stop: int) -> Recording:
+        """The recording of instances ``[start, stop)`` only."""
+        n = self.losses.shape[0]
+        if not (0 <= start < stop <= n):
+            raise ValueError(
+                f"start, stop: expected 0 <= start < stop <= {n}, got {start}, {stop}."
+            )
+        k = self.gradients.shape[1] // n
+        cols = slice(start * k, stop * k)
+        return Recording(self.losses[start:stop], self.gradients[:, cols],
+                         self.updates[:, cols], self.states[:, cols])  # fmt: skip
+
 
 def record(
     tx: optax.GradientTransformation,
@@ -96,16 +108,20 @@ def record(
     coordinates: int | Sequence[int] = 16,
     seed: int = 0,
     num_steps: int | None = None,
+    first_instance: int = 0,
 ) -> Recording:
     """Runs ``tx`` on ``num_instances`` instances of ``problem`` and records it (one jit).
 
     Args:
       tx: any optax transformation; the loss is passed as ``value=`` to those taking extras.
       problem: the `Problem`.
-      num_instances: how many instances to draw (keys from ``seed``).
+      num_instances: how many instances to draw.
       coordinates: as in `interpret.probe` (a count of evenly spaced coordinates, or indices).
       seed: seed of the instances and minibatches.
       num_steps: horizon (default ``problem.num_steps``).
+      first_instance: index of the first instance: instance ``i`` is drawn from
+        ``fold_in(key(seed), i)``, so instances ``[a, b)`` are the same whichever call draws
+        them (a held-out set is ``first_instance=`` the number recorded).
 
     Returns:
       A `Recording`.
@@ -138,8 +154,16 @@ def record(
         final = problem.loss(params, data, keys[-1])
         return jnp.concatenate([losses, final[None]]), state
 
-    keys = jax.random.split(jax.random.key(seed), num_instances)
-    losses, state = jax.jit(jax.vmap(one))(keys)
+    if not isinstance(first_instance, (int, np.integer)) or isinstance(first_instance, bool) \
+            or first_instance < 0:  # fmt: skip
+        raise ValueError(f"first_instance: expected a non-negative int, got {first_instance!r}.")
+    base = jax.random.key(seed)
+    keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(
+        jnp.arange(first_instance, first_instance + num_instances)
+    )
+    # instances one after another: batching a learned optimizer's graph with vmap compiles
+    # far slower than the run it would speed up
+    losses, state = jax.jit(lambda ks: jax.lax.map(one, ks))(keys)
     # ring buffers: (instances, T, K[, n]) -> (T, instances * K[, n])
     grads = np.moveaxis(np.asarray(state.gradients), 0, 1)
     ups = np.moveaxis(np.asarray(state.updates), 0, 1)

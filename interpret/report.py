@@ -109,9 +109,10 @@ def reverse_engineer(
         advantage of the original, the distilled chain and every ablation is measured.
       hessian_range: ``(low, high)`` Hessian eigenvalues of a quadratic problem, to compare
         the dominant momentum mode with the optimal heavy-ball parameters.
-      num_instances: instances recorded (seeds ``seed``).
+      num_instances: instances recorded (the first ``num_instances`` `record` draws).
       coordinates: coordinates recorded per instance.
-      num_held_out: held-out instances for the advantage (seeds disjoint from the recorded).
+      num_held_out: held-out instances for the advantage (the next ``num_held_out``: the
+        original's run in the same compiled call as the recorded ones).
       held_out_ablations: also measure every ablation's held-out advantage (one more run of
         the problem per mechanism).
       seed: seed of everything.
@@ -128,9 +129,18 @@ def reverse_engineer(
         timings[label] = round(time.perf_counter() - start, 2)
         return out
 
-    rec = timed("record", record, tx, problem, num_instances=num_instances,
-                coordinates=coordinates, seed=seed)  # fmt: skip
-    stats = gradient_stats(rec.gradients)
+    # the held-out instances of the original run in the same compiled call as the recorded
+    held = _system._check_positive_int("num_held_out", num_held_out) if baseline else 0
+    everything = timed("record", record, tx, problem, num_instances=num_instances + held,
+                       coordinates=coordinates, seed=seed)  # fmt: skip
+    rec = everything.instances(0, num_instances)
+    finite = np.isfinite(rec.gradients).all(axis=0)
+    if not finite.any():
+        raise ValueError(
+            f"tx: its gradients on {problem.name!r} are not finite at every recorded coordinate "
+            "(it diverged); nothing can be reverse-engineered from this run."
+        )
+    stats = gradient_stats(rec.gradients[:, finite])
     system = _system.scalar_system(tx)
     horizon = problem.num_steps
     visited = rec.states[-max(1, horizon // 4) :].reshape(-1, system.size)
@@ -156,14 +166,16 @@ def reverse_engineer(
         else None
     )
     own = () if modes is None else tuple(modes.betas[:2])
-    distilled = timed("distill", distill, system, gradients=rec.gradients[:, :128],
+    distilled = timed("distill", distill, system, gradients=rec.gradients[:, finite][:, :128],
                       schedule_steps=horizon, betas=own, seed=seed)  # fmt: skip
     objectives, kept = {}, {}
     if baseline is not None:
         _system._check_transform(baseline, "baseline")
-        objectives = timed("held_out", held_out_objectives, problem,
-                           _contenders(tx, baseline, distilled, held_out_ablations),
-                           num_held_out, seed + 1)  # fmt: skip
+        contenders = _contenders(baseline, distilled, held_out_ablations)
+        objectives = timed("held_out", held_out_objectives, problem, contenders, held, seed,
+                           first_instance=num_instances)  # fmt: skip
+        objectives = {"original": meta_objective(everything.losses[num_instances:]),
+                      **objectives}  # fmt: skip
         kept = advantage_fractions(objectives)
     report = Report(
         name=name,
@@ -211,29 +223,42 @@ def _probe_states(system, states: np.ndarray, num_pcs: int) -> tuple[np.ndarray,
     return np.stack(out), labels
 
 
-def _contenders(tx, baseline, distilled: Distilled, ablations: bool) -> dict[str, Any]:
-    out = {"original": tx, "baseline": baseline, "distilled": distilled.tx}
+def _contenders(baseline, distilled: Distilled, ablations: bool) -> dict[str, Any]:
+    out = {"baseline": baseline, "distilled": distilled.tx}
     if ablations:
         out.update({f"without {m}": d.tx for m, d in distilled.ablations.items()})
     return out
 
 
 def held_out_objectives(
-    problem: Problem, optimizers: dict[str, optax.GradientTransformation], num: int, seed: int
+    problem: Problem,
+    optimizers: dict[str, optax.GradientTransformation],
+    num: int,
+    seed: int,
+    *,
+    first_instance: int = 0,
 ) -> dict[str, float]:
-    """Mean meta-objective ``mean_t f_t / f_0`` of each optimizer on ``num`` instances.
+    """`meta_objective` of each optimizer on instances ``[first_instance, first_instance + num)``.
 
-    Instances come from keys of ``seed`` (the same for every optimizer); a run whose loss is
-    not finite or exceeds 1e3 times its start counts as 1e3, so one divergence cannot hide.
+    The instances are those `record` draws from ``seed`` (the same for every optimizer), so
+    with ``first_instance`` the number of recorded instances they are held out.
     """
     num = _system._check_positive_int("num", num)
-    out = {}
-    for label, opt in optimizers.items():
-        rec_losses = record(opt, problem, num_instances=num, coordinates=1, seed=seed + 7919)
-        ratio = rec_losses.losses[:, :-1] / rec_losses.losses[:, :1]
-        ratio = np.where(np.isfinite(ratio) & (ratio < 1e3), ratio, 1e3)
-        out[label] = float(np.mean(ratio))
-    return out
+    return {
+        label: meta_objective(record(opt, problem, num_instances=num, coordinates=1, seed=seed,
+                                     first_instance=first_instance).losses)
+        for label, opt in optimizers.items()
+    }  # fmt: skip
+
+
+def meta_objective(losses: np.ndarray) -> float:
+    """Mean over instances and steps of ``f_t / f_0``, from ``(instances, steps + 1)`` losses.
+
+    A run whose loss is not finite or exceeds 1e3 times its start counts as 1e3, so one
+    divergence cannot hide.
+    """
+    ratio = losses[:, :-1] / losses[:, :1]
+    return float(np.mean(np.where(np.isfinite(ratio) & (ratio < 1e3), ratio, 1e3)))
 
 
 def advantage_fractions(objectives: dict[str, float]) -> dict[str, float]:
@@ -312,7 +337,8 @@ def summary(report: Report) -> dict[str, Any]:
             "exponent": report.adaptation.exponent, "r2": report.adaptation.r2,
         },  # fmt: skip
         "distilled": {"description": d.description, "mechanisms": list(d.mechanisms),
-                      "r2": d.r2, "ablation_r2": {k: v.r2 for k, v in d.ablations.items()}},
+                      "r2": d.r2, "ablation_r2": {k: v.r2 for k, v in d.ablations.items()},
+                      "unexplained": d.unexplained},
         "objectives": report.objectives,
         "kept": report.kept,
         "timings_s": report.timings,

@@ -175,13 +175,49 @@ def _distillation(r: Report) -> str:
     elif kept >= 0.5:
         verdict = f"The chain keeps {_f(kept)} of the original's advantage over the baseline."
     else:
-        worst = max((k for k in r.kept if k.startswith("without ")),
-                    key=lambda k: r.kept["distilled"] - r.kept[k], default=None)  # fmt: skip
-        verdict = (
-            f"The chain keeps only {_f(kept)} of the advantage: the found mechanisms do not "
-            f"explain what the optimizer does beyond them ({_f(1 - d.r2)} of the update "
-            "variance is unexplained). That remainder is the candidate novel mechanism."
-        )
-        if worst is not None:
-            verdict += f" Of the mechanisms found, {worst[8:]} matters most."
+        verdict = f"The chain keeps only {_f(kept)} of the advantage. " + missing(r)
     return text + "\n\n" + "\n".join(rows) + "\n\n" + verdict
+
+
+_BEHAVIOURS = {
+    "gradient magnitude": "takes steps that grow with the gradient's size",
+    "sign agreement": "takes a larger step when the gradient keeps its sign",
+    "agreement run": "keeps growing its step while the gradient keeps its sign (as Rprop does)",
+    "magnitude trend": "responds to the gradient growing or shrinking",
+}
+_CANDIDATE_R2 = 0.2
+"""A candidate behaviour that explains at least this much of the residual is named."""
+
+
+def missing(r: Report) -> str:
+    """What the distilled chain does not capture, from its residual and its ablations."""
+    d = r.distilled
+    text = f"The chain reproduces r2 = {_f(d.r2)} of the recorded updates. "
+    if d.unexplained:
+        top = max(d.unexplained, key=d.unexplained.get)
+        share = d.unexplained[top]
+        if share >= _CANDIDATE_R2:
+            text += (
+                f"Of the rest, {_f(share)} is explained by *{top}*: the optimizer also "
+                f"{_BEHAVIOURS[top]}, which the found mechanisms lack. That is the candidate "
+                "novel mechanism. "
+            )
+        else:
+            text += (
+                f"No candidate behaviour explains much of the rest (best: *{top}*, "
+                f"{_f(share)}), so what is missing lies outside the known mechanisms and the "
+                "candidates tried. "
+            )
+    if d.r2 > 0.9:
+        text += (
+            "The per-step match is close, so small differences compound over the trajectory "
+            "into the lost advantage. "
+        )
+    ablations = {k: v for k, v in r.kept.items() if k.startswith("without ")}
+    if ablations:
+        worst = min(ablations, key=ablations.get)
+        text += (
+            f"Of the mechanisms found, {worst[8:]} matters most (kept without it: "
+            f"{_f(ablations[worst])})."
+        )
+    return text.strip()

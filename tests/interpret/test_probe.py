@@ -128,3 +128,19 @@ def test_probed_states_are_the_scalar_systems_states():
         hs, us = system.run(jnp.asarray(r.gradients[:, k]))
         np.testing.assert_allclose(r.states[:, k], hs, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(r.updates[:, k], us, rtol=1e-5, atol=1e-7)
+
+
+def test_coordinates_in_any_order_across_leaves_keep_their_order():
+    """Records follow the order of ``coordinates``, even unsorted and spread over leaves."""
+    tx = optax.sgd(0.1, momentum=0.9)
+    coords = [6, 1, 4, 0]  # w[2], b[0, 1], w[0], b[0, 0]
+    r = interpret.rollout(tx, _loss, PARAMS, 6, coordinates=coords)
+    flat = lambda tree: jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(tree)])  # noqa: E731
+    params, state = PARAMS, tx.init(PARAMS)
+    for t in range(6):
+        grads = jax.grad(_loss)(params)
+        np.testing.assert_allclose(r.gradients[t], flat(grads)[np.array(coords)], rtol=1e-6)
+        np.testing.assert_allclose(r.states[t, :, 0], flat(state)[np.array(coords)], rtol=1e-6)
+        updates, state = tx.update(grads, state, params)
+        np.testing.assert_allclose(r.updates[t], flat(updates)[np.array(coords)], rtol=1e-6)
+        params = optax.apply_updates(params, updates)

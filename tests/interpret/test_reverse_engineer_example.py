@@ -51,8 +51,8 @@ def test_make_problem_reads_the_family(example):
 
 
 def test_report_of_momentum_sgd_finds_its_momentum(example, tmp_path):
-    tx = optax.sgd(0.001, momentum=0.8)
-    problem, _ = example.make_problem("rosenbrock", num_steps=40)
+    tx = optax.sgd(0.1, momentum=0.8)
+    problem, _ = example.make_problem("linear_regression", num_steps=40)
     report = interpret.reverse_engineer(
         tx, problem, str(tmp_path), num_instances=2, coordinates=2, num_held_out=2
     )
@@ -74,8 +74,7 @@ def test_report_on_each_shipped_optimizer(example, tmp_path, name):
         problem,
         str(tmp_path),
         name=name,
-        baseline=example.make_baseline("auto", f"pretrained:{name}", task)
-        or optax.adam(1e-3),
+        baseline=example.make_baseline("auto", f"pretrained:{name}", task) or optax.adam(1e-3),
         hessian_range=hessian_range,
         num_instances=2,
         coordinates=2,

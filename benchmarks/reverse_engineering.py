@@ -1,0 +1,292 @@
+"""Reverse-engineers every shipped optimizer on its own task; writes docs/reverse_engineering.md.
+
+For each shipped optimizer (``optax_lopt.pretrained_names()``) on the task family it was
+meta-trained on (``general``: ``digits_mlp``, the family of its training mix with the most
+weight), this runs `interpret.reverse_engineer` with the best tuned baseline from the
+optimizer's metadata (where the metadata has none for the family: Adam tuned here),
+measures on ``--num_held_out`` held-out instances the fraction of the optimizer's advantage
+over that baseline which the distilled chain keeps, ``(baseline - distilled) /
+(baseline - learned)``, and the same fraction with each found mechanism removed. The reports
+(report.md, report.json, figures) go to ``<docs>/reverse_engineering/<name>/`` and the page
+``<docs>/reverse_engineering.md`` compares, per optimizer and mechanism, what the paper
+("Reverse engineering learned optimizers reveals known and novel mechanisms", arXiv
+2011.02159) reports with what the analysis finds.
+
+With ``--timing`` (default) it also times README's report command
+(``examples/reverse_engineer.py`` at its defaults, compilation included, in a fresh process)
+for each optimizer: the speed target is under 60 s on the 2-core CPU.
+
+Prints the distillation table, then one JSON object as the last line: per optimizer the
+kept fraction, each ablation's, the update r2 and the report command's seconds.
+
+Usage:
+  python benchmarks/reverse_engineering.py [--names=rosenbrock,...] [--num_held_out=64]
+      [--docs=docs] [--notiming]
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import pathlib
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+from absl import app, flags
+
+import interpret
+import optax_lopt
+from interpret.report_text import missing
+from optax_lopt import baselines, tasks
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+_NAMES = flags.DEFINE_list("names", None, "Shipped optimizers (default: all).")
+_HELD_OUT = flags.DEFINE_integer("num_held_out", 64, "Held-out instances per optimizer.")
+_DOCS = flags.DEFINE_string("docs", str(ROOT / "docs"), "Docs folder to write into.")
+_TIMING = flags.DEFINE_bool("timing", True, "Time README's report command per optimizer.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the recorded and held-out instances.")
+
+TASK = {"general": "digits_mlp"}
+"""The family each shipped optimizer is analysed on, where it is not the optimizer's name:
+``general`` was meta-trained on a mix, in which the digits MLPs weigh most."""
+
+TUNING_LEARNING_RATES = tuple(np.geomspace(1e-4, 1.0, 9))
+"""Learning rates tried for Adam where the metadata has no tuned baseline for the family."""
+
+PAPER = {
+    "momentum": "Linearised at its convergence fixed point, the learned optimizer has slow "
+    "modes that act as momentum; on linear regression their timescale and learning rate are "
+    "close to the optimal heavy-ball parameters of the task's Hessian range.",
+    "clipping": "The update function saturates for large gradients (gradient clipping), "
+    "most clearly on Rosenbrock, where gradients span orders of magnitude.",
+    "schedule": "Driven by zero gradients from its initial state, the effective learning rate "
+    "first rises (warm-up) and then falls (annealing): a learned schedule.",
+    "adaptation": "The fixed points move with a constant gradient g*, and the effective "
+    "learning rate falls as |g*| grows: learning-rate adaptation, the mechanism the paper "
+    "calls novel.",
+}
+
+
+def _f(x) -> str:
+    return f"{float(x):.3g}"
+
+
+def _example():
+    path = ROOT / "examples" / "reverse_engineer.py"
+    spec = importlib.util.spec_from_file_location("_reverse_engineer_example", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def tuned_baseline(name: str, task: str, example) -> tuple[Any, str]:
+    """The best tuned baseline on ``task`` (metadata's, else Adam tuned here), and its label."""
+    tx = example.make_baseline("auto", f"pretrained:{name}", task)
+    if tx is not None:
+        return tx, "the best tuned baseline in the optimizer's metadata"
+    result = baselines.tune(tasks.family(task), "adam", learning_rates=TUNING_LEARNING_RATES,
+                            grid={"b1": (0.9,), "b2": (0.999,)}, num_instances=8)  # fmt: skip
+    lr = result.hyperparams["learning_rate"]
+    return result.transform(), f"Adam tuned here on 8 tuning instances (learning rate {lr:.3g})"
+
+
+def analyse(name: str, example, docs: pathlib.Path) -> tuple[interpret.Report, str]:
+    """The report of shipped optimizer ``name`` on its own task, with held-out ablations."""
+    task = TASK.get(name, name)
+    problem, hessian_range = example.make_problem(task)
+    baseline, label = tuned_baseline(name, task, example)
+    report = interpret.reverse_engineer(
+        optax_lopt.pretrained(name),
+        problem,
+        str(docs / "reverse_engineering" / name),
+        name=name,
+        baseline=baseline,
+        hessian_range=hessian_range,
+        num_held_out=_HELD_OUT.value,
+        held_out_ablations=True,
+        seed=_SEED.value,
+    )
+    return report, label
+
+
+def time_command(name: str) -> tuple[float, float]:
+    """Wall and CPU seconds of README's report command for ``name`` in a fresh process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as workdir:
+        command = [sys.executable, str(ROOT / "examples" / "reverse_engineer.py"),
+                   f"--optimizer=pretrained:{name}", f"--task={TASK.get(name, name)}",
+                   f"--workdir={workdir}"]  # fmt: skip
+        subprocess.run(command, check=True, capture_output=True, cwd=ROOT)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+# ----------------------------------------------------------------------------- findings
+def momentum_finding(r: interpret.Report) -> str:
+    m = r.modes
+    if m is None:
+        return "No state: no momentum."
+    text = (
+        f"Dominant mode beta = {_f(m.betas[0])}, alpha = {_f(m.alphas[0])} "
+        f"({100 * m.fraction[0]:.0f}% of the update); impulse r2 = {_f(m.impulse_r2)}"
+    )
+    if r.heavy_ball is not None:
+        text += f"; heavy-ball optimum beta* = {_f(r.heavy_ball.beta)}, alpha* = "
+        text += f"{_f(r.heavy_ball.alpha)}"
+    return text + "."
+
+
+def shape_finding(r: interpret.Report) -> str:
+    kinds = [s.kind for s in r.shapes.values()]
+    common = max(set(kinds), key=kinds.count)
+    shape = next(s for s in r.shapes.values() if s.kind == common)
+    where = (
+        "never saturates in the range seen"
+        if not np.isfinite(shape.saturation)
+        else f"saturates at abs(g) = {_f(shape.saturation)} "
+        f"({100 * shape.saturation_quantile:.0f}% quantile of the gradients seen)"
+    )
+    return (
+        f"{common} at {kinds.count(common)} of {len(kinds)} probed states (sign fraction "
+        f"{_f(shape.sign_fraction)}, linear r2 {_f(shape.linear_r2)}); {where}."
+    )
+
+
+def schedule_finding(r: interpret.Report) -> str:
+    s = r.schedule
+    if not s.peak_learning_rate > 0:
+        return "No descent step under zero gradients: no schedule."
+    return (
+        f"Peak effective learning rate {_f(s.peak_learning_rate)} after {s.warmup_steps} "
+        f"warm-up steps; {_f(s.decay)} of the peak at step {len(s.learning_rates)}."
+    )
+
+
+def adaptation_finding(r: interpret.Report) -> str:
+    a = r.adaptation
+    if a is None:
+        return "No state: no adaptation."
+    if np.isnan(a.exponent) or not a.r2 >= 0.5 or abs(a.exponent) < 0.1:
+        return f"Absent: no power law (exponent {_f(a.exponent)}, r2 {_f(a.r2)})."
+    return f"lr ~ abs(g*)^-{a.exponent:.2f} (r2 {_f(a.r2)}; 1 is RMS normalisation)."
+
+
+FINDINGS = {
+    "momentum": momentum_finding,
+    "clipping": shape_finding,
+    "schedule": schedule_finding,
+    "adaptation": adaptation_finding,
+}
+
+
+# ----------------------------------------------------------------------------- the page
+def section(r: interpret.Report, baseline: str) -> str:
+    rows = ["| mechanism | the paper reports | our analysis finds |", "|---|---|---|"]
+    rows += [f"| {k} | {PAPER[k]} | {fn(r)} |" for k, fn in FINDINGS.items()]
+    base = f"reverse_engineering/{r.name}"
+    figures = " ".join(
+        f"![{r.name}: {alt}]({base}/{png}){{ width=32% }}"
+        for png, alt in [("update_functions.png", "update functions over the gradients seen"),
+                         ("modes.png", "momentum modes"), ("schedule.png", "zero-gradient "
+                         "schedule")]
+        if (pathlib.Path(_DOCS.value) / base / png).exists()
+    )  # fmt: skip
+    kept = r.kept.get("distilled", float("nan"))
+    return "\n\n".join([
+        f"## `{r.name}` on `{r.problem}`",
+        "\n".join(rows),
+        figures,
+        f"**Distilled:** `{r.distilled.description}` (update r2 {_f(r.distilled.r2)}); it keeps "
+        f"{_f(kept)} of the advantage over the tuned baseline ({baseline}) on held-out "
+        "instances. "
+        + ("" if kept >= 0.5 else "**What it misses:** " + missing(r)),
+        f"[Full report]({base}/report.md)",
+    ])  # fmt: skip
+
+
+def distillation_table(reports: dict[str, interpret.Report]) -> str:
+    rows = [
+        "| optimizer | task | learned | tuned baseline | distilled | kept | kept without each "
+        "mechanism | target 0.5 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in reports.items():
+        o, k = r.objectives, r.kept
+        ablations = ", ".join(f"{m[8:]}: {_f(v)}" for m, v in k.items() if m.startswith("without"))
+        met = "met" if k["distilled"] >= 0.5 else "missed"
+        cells = [name, r.problem] + [_f(o[c]) for c in ("original", "baseline", "distilled")]
+        cells += [_f(k["distilled"]), ablations, met]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def timing_table(timings: dict[str, tuple[float, float]]) -> str:
+    rows = ["| optimizer | wall s | CPU s | under 60 s |", "|---|---|---|---|"]
+    rows += [f"| {n} | {w:.1f} | {c:.1f} | {'yes' if w < 60 else 'no'} |"
+             for n, (w, c) in timings.items()]  # fmt: skip
+    return "\n".join(rows)
+
+
+def page(reports, labels, timings, machine: str, command: str) -> str:
+    intro = (
+        "# Reverse engineering the shipped optimizers\n\n"
+        'Each shipped optimizer is analysed the way "Reverse engineering learned optimizers '
+        'reveals known and novel mechanisms" (arXiv 2011.02159) analyses its learned '
+        "optimizers, on instances of its own task and at the scale of the gradients it saw "
+        "there ([the interpret guide](guides/interpret.md) explains each probe). Its found "
+        "mechanisms are then distilled into an optax chain, and the chain is run on held-out "
+        "instances against the optimizer and its best tuned baseline: the *kept* fraction "
+        "`(baseline - distilled) / (baseline - learned)` says how much of the optimizer's "
+        "advantage the mechanisms explain (objective: mean loss over the run / initial loss, "
+        f"{_HELD_OUT.value} held-out instances).\n\n"
+        f"Regenerate with `{command}` (machine: {machine}).\n\n"
+        "## Distillation\n\n" + distillation_table(reports)
+    )
+    parts = [intro] + [section(r, labels[n]) for n, r in reports.items()]
+    if timings:
+        parts.append(
+            "## Speed\n\nREADME's report command (`examples/reverse_engineer.py "
+            "--optimizer=pretrained:NAME --task=TASK`, defaults, compilation included, a fresh "
+            "process each):\n\n" + timing_table(timings)
+        )
+    return "\n\n".join(parts) + "\n"
+
+
+def main(argv):
+    del argv
+    docs = pathlib.Path(_DOCS.value)
+    example = _example()
+    names = _NAMES.value or list(optax_lopt.pretrained_names())
+    reports, labels = {}, {}
+    for name in names:
+        start = time.perf_counter()
+        reports[name], labels[name] = analyse(name, example, docs)
+        print(f"{name}: analysed in {time.perf_counter() - start:.0f} s", flush=True)
+    timings = {name: time_command(name) for name in names} if _TIMING.value else {}
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores"
+    command = "python benchmarks/reverse_engineering.py" + (
+        f" --names={','.join(names)}" if _NAMES.value else ""
+    )
+    (docs / "reverse_engineering.md").write_text(page(reports, labels, timings, machine, command))
+    print(distillation_table(reports))
+    if timings:
+        print(timing_table(timings))
+    print(json.dumps({
+        name: {"kept": r.kept.get("distilled"), "ablations": {m[8:]: v for m, v in r.kept.items()
+               if m.startswith("without")}, "update_r2": r.distilled.r2,
+               "report_seconds": timings.get(name, (None,))[0]}
+        for name, r in reports.items()
+    }))  # fmt: skip
+
+
+if __name__ == "__main__":
+    app.run(main)
