@@ -48,7 +48,13 @@ from interpret.problem import (
     record,
 )
 from interpret.report import Report, reverse_engineer, write_report
-from interpret.residual import RESIDUAL_FEATURES, candidate_features, unexplained
+from interpret.residual import (
+    RESIDUAL_FEATURES,
+    RESIDUAL_LOCATIONS,
+    candidate_features,
+    residual_locations,
+    unexplained,
+)
 from interpret.schedule import ScheduleFit, fit_schedule, zero_gradient_schedule
 from interpret.shape import UpdateShape, update_shape, update_shapes
 from interpret.system import ScalarSystem, effective_learning_rate, scalar_system, typical_state
@@ -115,6 +121,8 @@ __all__ = [
     "update_function",
     "update_shape",
     "unexplained",
+    "residual_locations",
+    "RESIDUAL_LOCATIONS",
     "update_shapes",
     "write_report",
     "zero_gradient_schedule",

@@ -52,7 +52,7 @@ from interpret import system as _system
 from interpret.advantage import scale_by_power_rms
 from interpret.clipping import fit_clipping
 from interpret.momentum import r_squared
-from interpret.residual import unexplained
+from interpret.residual import residual_locations, unexplained
 
 BETA_BANK = (0.0, 0.5, 0.8, 0.9, 0.95, 0.99)
 """Momentum decays always offered to the fit, besides the optimizer's own modes."""
@@ -108,6 +108,8 @@ class Distilled:
       ablations: mechanism -> the `Distilled` refitted without it (empty for an ablation).
       unexplained: candidate behaviour -> the fraction of the residual updates it explains
         (`interpret.unexplained`; empty for an ablation): what the chain misses.
+      residual_where: `interpret.residual_locations` of the residual (empty for an
+        ablation): where the chain misses it.
     """
 
     tx: optax.GradientTransformation
@@ -121,6 +123,7 @@ class Distilled:
     spec: Spec
     ablations: dict[str, Distilled] = dataclasses.field(default_factory=dict)
     unexplained: dict[str, float] = dataclasses.field(default_factory=dict)
+    residual_where: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
 
 
 class ModesState(NamedTuple):
@@ -414,6 +417,7 @@ def distill(
         _build(spec, spec.betas, w, s, schedule_steps),
         r2=float(r2),
         unexplained=unexplained(g, u, fitted),
+        residual_where=residual_locations(g, u, fitted),
     )
     if not ablate:
         return best

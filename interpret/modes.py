@@ -50,7 +50,10 @@ class MomentumModes:
       fraction: each mode's share of the total (direct term included), same order.
       impulse_r2: how well the linear model predicts the response of the full optimizer to one
         gradient of the median observed size followed by zeros (1: exact).
-      fixed_point_residual: ``1/2 ||F(h*, 0) - h*||^2`` at the fixed point found.
+      fixed_point_residual: ``1/2 ||F(h*, g*) - h*||^2`` at the fixed point found.
+      input: the ``g*`` of that fixed point: 0 (the convergence fixed point), or the 5%
+        quantile of the observed ``|g|`` where the Jacobians at 0 are not finite (an update
+        normalised by a state that vanishes without gradients, such as a second moment).
       linearization: the underlying `interpret.Linearization`.
     """
 
@@ -62,6 +65,7 @@ class MomentumModes:
     impulse_r2: float
     fixed_point_residual: float
     linearization: Linearization
+    input: float = 0.0
 
 
 def momentum_modes(
@@ -74,6 +78,9 @@ def momentum_modes(
     num_starts: int = 16,
 ) -> MomentumModes:
     """Finds the convergence fixed point from ``visited`` states and reads its modes.
+
+    Where the Jacobians at ``g* = 0`` are not finite, the modes are read at the fixed point
+    of a small constant gradient instead (`MomentumModes.input` says which).
 
     Args:
       tx: an optax transformation (or a `ScalarSystem`).
@@ -97,8 +104,11 @@ def momentum_modes(
         if len(visited):
             pick = np.linspace(0, len(visited) - 1, min(num_starts, len(visited))).astype(int)
             starts = visited[pick]
-    fps = fixed_points(system, [0.0], step=step, starts=starts)
-    lin = linearize(system, fps.states[0], 0.0, step=step, input_step=stats.scale)
+    for g_star in (0.0, stats.low):
+        fps = fixed_points(system, [g_star], step=step, starts=starts)
+        lin = linearize(system, fps.states[0], g_star, step=step, input_step=stats.scale)
+        if np.all(np.isfinite(lin.alphas)) and np.isfinite(lin.learning_rate):
+            break
     # one entry per complex-conjugate pair: the pair's two terms add up to twice the real part
     keep = lin.eigenvalues.imag >= -1e-12
     pair = np.where(np.abs(lin.eigenvalues.imag) > 1e-12, 2.0, 1.0)[keep]
@@ -116,17 +126,20 @@ def momentum_modes(
         contributions=contributions[order],
         direct=float(lin.learning_rate),
         fraction=fraction,
-        impulse_r2=_impulse_r2(system, lin, stats.scale, horizon, step),
+        impulse_r2=_impulse_r2(system, lin, g_star, stats.scale, horizon, step),
         fixed_point_residual=float(fps.residuals[0]),
         linearization=lin,
+        input=float(g_star),
     )
 
 
-def _impulse_r2(system, lin: Linearization, scale: float, horizon: int, step: int) -> float:
-    """r2 of the linear impulse response against the optimizer's own, from ``h*``."""
+def _impulse_r2(
+    system, lin: Linearization, g_star: float, scale: float, horizon: int, step: int
+) -> float:
+    """r2 of the linear impulse response against the optimizer's own, from ``h*`` under ``g*``."""
     n = min(horizon, 100)
-    pulse = np.zeros(n)
-    pulse[0] = scale
+    pulse = np.full(n, g_star)
+    pulse[0] += scale
     h = jnp.asarray(lin.state, system.dtype)
     _, u = jax.jit(system.run)(jnp.asarray(pulse, system.dtype), h, system.clock_at(step))
     response = (np.asarray(u, np.float64) - lin.update) / scale

@@ -33,7 +33,7 @@ class Problem:
 
     Attributes:
       sample: ``key -> (params, data)``: one instance's initial parameters and its data (any
-        pytree of arrays; ``None`` for a fixed loss). Must be traceable (it is vmapped).
+        pytree of arrays; ``None`` for a fixed loss). Must be traceable (it runs under jit).
       loss: ``(params, data, key) -> scalar``: the training loss; ``key`` draws a minibatch
         for stochastic problems and may be ignored.
       num_steps: the horizon the optimizer is run for.

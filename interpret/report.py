@@ -300,8 +300,9 @@ def _write_figures(report: Report, workdir: str, system) -> None:
     if report.modes is not None:
         _figures.plot_modes(report.modes.betas, report.modes.contributions,
                             path("modes.png"), direct=report.modes.direct)  # fmt: skip
+        label = f"fixed point of g* = {report.modes.input:.3g}"
         _figures.plot_eigenvalues(report.modes.linearization, path("eigenvalues.png"),
-                                  labels=["convergence fixed point (g* = 0)"])  # fmt: skip
+                                  labels=[label])  # fmt: skip
     _figures.plot_schedule(report.schedule, path("schedule.png"))
     if report.adaptation is not None:
         _figures.plot_lr_adaptation(report.adaptation, path("lr_adaptation.png"))
@@ -322,6 +323,7 @@ def summary(report: Report) -> dict[str, Any]:
             "betas": modes.betas[:8], "alphas": modes.alphas[:8],
             "fraction": modes.fraction[:8], "direct": modes.direct,
             "impulse_r2": modes.impulse_r2, "fixed_point_residual": modes.fixed_point_residual,
+            "input": modes.input,
         },  # fmt: skip
         "heavy_ball": None if report.heavy_ball is None else dataclasses.asdict(report.heavy_ball),
         "shapes": {k: {f: getattr(v, f) for f in ("kind", "jump", "sign_fraction",
@@ -338,7 +340,7 @@ def summary(report: Report) -> dict[str, Any]:
         },  # fmt: skip
         "distilled": {"description": d.description, "mechanisms": list(d.mechanisms),
                       "r2": d.r2, "ablation_r2": {k: v.r2 for k, v in d.ablations.items()},
-                      "unexplained": d.unexplained},
+                      "unexplained": d.unexplained, "residual_where": d.residual_where},
         "objectives": report.objectives,
         "kept": report.kept,
         "timings_s": report.timings,

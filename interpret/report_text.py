@@ -72,8 +72,15 @@ def _momentum(r: Report) -> str:
         else "the linear model does **not** reproduce the optimizer's response to one gradient, "
         "so these modes describe it only near its fixed point"
     )
+    where = (
+        "At the convergence fixed point (g* = 0, found from visited states; "
+        if m.input == 0
+        else "The Jacobians at the convergence fixed point (g* = 0) are not finite: the update "
+        "is normalised by a state that vanishes without gradients. At the fixed point of the "
+        f"small constant gradient g* = {_f(m.input)} instead (5% quantile of the |g| seen; "
+    )
     text = (
-        f"**Momentum.** At the convergence fixed point (g* = 0, found from visited states; "
+        f"**Momentum.** {where}"
         f"residual {_f(m.fixed_point_residual)}) the modes that carry most of the update are "
         f"{'; '.join(top)}; the memoryless direct term is {_f(m.direct)}. Impulse-response "
         f"r2 = {_f(m.impulse_r2)}: {trust}."
@@ -185,8 +192,33 @@ _BEHAVIOURS = {
     "agreement run": "keeps growing its step while the gradient keeps its sign (as Rprop does)",
     "magnitude trend": "responds to the gradient growing or shrinking",
 }
+_WHERE = {
+    "first 10% of steps": "in the first tenth of training (a transient the chain's schedule "
+    "and momenta do not follow)",
+    "last half of steps": "in the second half of training",
+    "largest 10% of |g|": "at the largest tenth of gradients (how it saturates or clips)",
+    "smallest 25% of |g|": "at the smallest quarter of gradients (how it treats gradients "
+    "near zero)",
+    "sign flips": "at steps where the gradient changes sign (how it reverses)",
+}
+_CONCENTRATED = 1.5
+"""A location with this many times its share of the entries is named as where the chain errs."""
 _CANDIDATE_R2 = 0.2
 """A candidate behaviour that explains at least this much of the residual is named."""
+
+
+def _where(locations: dict) -> str:
+    ratios = {k: share / frac for k, (share, frac) in locations.items() if frac > 0}
+    if not ratios:
+        return ""
+    top = max(ratios, key=ratios.get)
+    if ratios[top] < _CONCENTRATED:
+        return "The rest is spread evenly over steps and gradient sizes. "
+    share, frac = locations[top]
+    return (
+        f"{100 * share:.0f}% of the squared residual lies {_WHERE[top]}, which holds "
+        f"{100 * frac:.0f}% of the steps. "
+    )
 
 
 def missing(r: Report) -> str:
@@ -208,6 +240,7 @@ def missing(r: Report) -> str:
                 f"{_f(share)}), so what is missing lies outside the known mechanisms and the "
                 "candidates tried. "
             )
+    text += _where(d.residual_where)
     if d.r2 > 0.9:
         text += (
             "The per-step match is close, so small differences compound over the trajectory "

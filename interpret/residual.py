@@ -18,7 +18,8 @@ nothing else), weighted per step as the schedule is:
   shrinking or growing.
 
 A candidate that explains a large part of the residual names the behaviour the chain lacks;
-when none does, the remainder is a behaviour outside this list too.
+when none does, the remainder is a behaviour outside this list too. `residual_locations` then
+says where the residual lies (early steps, large or small gradients, sign flips).
 """
 
 from __future__ import annotations
@@ -79,12 +80,7 @@ def unexplained(gradients: np.ndarray, updates: np.ndarray, fitted: np.ndarray) 
       Candidate -> its share in [0, 1], in `RESIDUAL_FEATURES` order; 0 for a candidate
       that explains nothing.
     """
-    g, u, f = (np.asarray(x, np.float64) for x in (gradients, updates, fitted))
-    if not (g.shape == u.shape == f.shape and g.ndim == 2):
-        raise ValueError(
-            "gradients, updates, fitted: expected three (T, K) arrays of one shape, got "
-            f"{g.shape}, {u.shape}, {f.shape}."
-        )
+    g, u, f = _checked(gradients, updates, fitted)
     base = _per_step_fit(u, [f])
     out = {}
     for name, x in candidate_features(g).items():
@@ -102,3 +98,61 @@ def _per_step_fit(u: np.ndarray, columns: list[np.ndarray]) -> np.ndarray:
         w, *_ = np.linalg.lstsq(x[t], u[t], rcond=None)
         out[t] = x[t] @ w
     return out
+
+
+RESIDUAL_LOCATIONS = (
+    "first 10% of steps",
+    "last half of steps",
+    "largest 10% of |g|",
+    "smallest 25% of |g|",
+    "sign flips",
+)
+"""Where `residual_locations` looks for what the chain misses."""
+
+
+def _location_masks(g: np.ndarray) -> dict[str, np.ndarray]:
+    t = np.arange(len(g))[:, None] * np.ones_like(g)
+    magnitude = np.abs(g)
+    flips = np.sign(g) * np.sign(_previous(g)) < 0
+    return {
+        "first 10% of steps": t < max(1, len(g) // 10),
+        "last half of steps": t >= len(g) // 2,
+        "largest 10% of |g|": magnitude >= np.quantile(magnitude, 0.9),
+        "smallest 25% of |g|": magnitude <= np.quantile(magnitude, 0.25),
+        "sign flips": flips,
+    }
+
+
+def residual_locations(
+    gradients: np.ndarray, updates: np.ndarray, fitted: np.ndarray
+) -> dict[str, tuple[float, float]]:
+    """Where the chain's misses lie: per location, its share of the squared residual.
+
+    Args:
+      gradients: the ``(T, K)`` gradient sequences the updates answer.
+      updates: the optimizer's ``(T, K)`` updates.
+      fitted: the distilled chain's ``(T, K)`` updates on the same gradients.
+
+    Returns:
+      Location of `RESIDUAL_LOCATIONS` -> ``(share of sum (u - fitted)^2 there, share of the
+      entries there)``: a location whose first number is several times its second is where
+      the chain goes wrong (early in training, at large gradients, where the gradient flips).
+    """
+    g, u, f = _checked(gradients, updates, fitted)
+    energy = (u - f) ** 2
+    total = float(energy.sum())
+    out = {}
+    for name, mask in _location_masks(g).items():
+        share = float(energy[mask].sum() / total) if total > 0 else 0.0
+        out[name] = (share, float(mask.mean()))
+    return out
+
+
+def _checked(*arrays) -> tuple[np.ndarray, ...]:
+    g, u, f = (np.asarray(x, np.float64) for x in arrays)
+    if not (g.shape == u.shape == f.shape and g.ndim == 2):
+        raise ValueError(
+            "gradients, updates, fitted: expected three (T, K) arrays of one shape, got "
+            f"{g.shape}, {u.shape}, {f.shape}."
+        )
+    return g, u, f

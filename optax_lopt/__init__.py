@@ -5,6 +5,11 @@ References:
   mechanisms", arXiv 2011.02159.
 """
 
+# the subpackages, so that ``import optax_lopt`` is enough for ``optax_lopt.tasks.family(...)``
+from optax_lopt import baselines as baselines
+from optax_lopt import evaluation as evaluation
+from optax_lopt import meta as meta
+from optax_lopt import tasks as tasks
 from optax_lopt.architectures.componentwise_rnn import ComponentwiseRNN
 from optax_lopt.architectures.factored_mlp_lopt import FactoredMLPLOpt
 from optax_lopt.architectures.hierarchical import HierarchicalLOpt

@@ -119,6 +119,21 @@ def test_momentum_in_a_rotated_padded_basis(seed):
     np.testing.assert_allclose(d.betas, [beta], rtol=1e-3)
 
 
+@pytest.mark.parametrize("seed", range(2))
+def test_modes_of_an_update_normalised_by_a_vanishing_state(seed):
+    """RMS normalisation without eps has no finite Jacobian at g* = 0: the modes are read at
+    the fixed point of the 5% gradient quantile instead, and its decay is found there."""
+    rng = np.random.default_rng(seed)
+    decay, scale = rng.uniform(0.8, 0.99), 10 ** rng.uniform(-4, -1)
+    tx = optax.chain(optax.scale_by_rms(decay=decay, eps=0.0), optax.scale(-0.1))
+    stats = _stats(scale)
+    modes = interpret.momentum_modes(tx, stats, horizon=50)
+    assert modes.input == stats.low > 0
+    np.testing.assert_allclose(modes.betas[0], decay, rtol=1e-4)
+    assert np.all(np.isfinite(modes.alphas)) and np.isfinite(modes.direct)
+    assert interpret.momentum_modes(optax.sgd(0.1, momentum=0.9), stats).input == 0.0
+
+
 def test_heavy_ball_optimum_of_the_paper_task():
     hb = interpret.heavy_ball_optimum(1e-3, 1.0)
     np.testing.assert_allclose([hb.beta, hb.alpha], [0.881, 3.76], atol=2e-3)

@@ -92,3 +92,27 @@ def test_candidate_features_known_values():
 def test_unexplained_names_its_arguments():
     with pytest.raises(ValueError, match="gradients, updates, fitted"):
         interpret.unexplained(np.zeros((3, 2)), np.zeros((3, 2)), np.zeros((3, 3)))
+
+
+def test_residual_locations_find_an_early_transient():
+    """A residual put only in the first tenth of the steps is found there, with its shares."""
+    rng = np.random.default_rng(3)
+    g = rng.normal(size=(100, 8))
+    u = -0.1 * g
+    fitted = u.copy()
+    fitted[:10] += rng.normal(scale=0.05, size=(10, 8))
+    where = interpret.residual_locations(g, u, fitted)
+    assert list(where) == list(interpret.RESIDUAL_LOCATIONS)
+    share, fraction = where["first 10% of steps"]
+    np.testing.assert_allclose([share, fraction], [1.0, 0.1])
+    assert where["last half of steps"][0] == 0.0
+
+
+def test_residual_locations_find_misses_at_large_gradients():
+    rng = np.random.default_rng(4)
+    g = rng.normal(size=(200, 8))
+    u = -0.1 * np.clip(g, -1.0, 1.0)  # clipped: the linear fit misses the large gradients
+    fitted = -0.1 * g
+    share, fraction = interpret.residual_locations(g, u, fitted)["largest 10% of |g|"]
+    assert fraction == pytest.approx(0.1, abs=0.01)
+    assert share > 0.6
