@@ -74,7 +74,7 @@ PAPER = {
     "schedule": "Driven by zero gradients from its initial state, the effective learning rate "
     "first rises (warm-up) and then falls (annealing): a learned schedule.",
     "adaptation": "The fixed points move with a constant gradient g*, and the effective "
-    "learning rate falls as |g*| grows: learning-rate adaptation, the mechanism the paper "
+    "learning rate falls as abs(g*) grows: learning-rate adaptation, the mechanism the paper "
     "calls novel.",
 }
 
