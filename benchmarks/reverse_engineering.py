@@ -17,11 +17,12 @@ With ``--timing`` (default) it also times README's report command
 for each optimizer: the speed target is under 60 s on the 2-core CPU.
 
 Prints the distillation table, then one JSON object as the last line: per optimizer the
-kept fraction, each ablation's, the update r2 and the report command's seconds.
+kept fraction (first seed, each seed, their mean), each ablation's, the update r2 and the
+report command's seconds.
 
 Usage:
   python benchmarks/reverse_engineering.py [--names=rosenbrock,...] [--num_held_out=64]
-      [--docs=docs] [--notiming]
+      [--docs=docs] [--seeds=0,1,2] [--notiming]
 """
 
 from __future__ import annotations
@@ -264,7 +265,8 @@ def distillation_table(reports: dict[str, interpret.Report], spreads: dict[str, 
         mean = float(np.mean(spreads[name]))
         met = "n/a" if name not in PAPER_OPTIMIZERS else ("met" if mean >= 0.5 else "missed")
         cells = [name, r.problem] + [_f(o[c]) for c in ("original", "baseline", "distilled")]
-        cells += [_f(k["distilled"]), ablations, " / ".join(map(_f, spreads[name])), met]
+        per_seed = " / ".join(map(_f, spreads[name])) + f" (mean {_f(mean)})"
+        cells += [_f(k["distilled"]), ablations, per_seed, met]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
@@ -305,6 +307,7 @@ def headline(r: interpret.Report, kept_per_seed: list, seconds) -> dict:
     """The JSON figures of one optimizer."""
     ablations = {m[8:]: v for m, v in r.kept.items() if m.startswith("without")}
     return {"kept": r.kept.get("distilled"), "kept_per_seed": kept_per_seed,
+            "kept_mean": float(np.mean(kept_per_seed)),
             "ablations": ablations, "update_r2": r.distilled.r2,
             "report_seconds": seconds}  # fmt: skip
 

@@ -108,7 +108,7 @@ class Distilled:
       ablations: mechanism -> the `Distilled` refitted without it (empty for an ablation).
       unexplained: candidate behaviour -> the fraction of the residual updates it explains
         (`interpret.unexplained`; empty for an ablation): what the chain misses.
-      residual_where: `interpret.residual_locations` of the residual (empty for an
+      residual_locations: `interpret.residual_locations` of the residual (empty for an
         ablation): where the chain misses it.
     """
 
@@ -123,7 +123,7 @@ class Distilled:
     spec: Spec
     ablations: dict[str, Distilled] = dataclasses.field(default_factory=dict)
     unexplained: dict[str, float] = dataclasses.field(default_factory=dict)
-    residual_where: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
+    residual_locations: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
 
 
 class ModesState(NamedTuple):
@@ -254,14 +254,8 @@ def _fit_sign_output(u, feats, betas, per_step):
     return (betas[0], betas[k]), np.array([np.cos(a), np.sin(a)]), s, pred
 
 
-def _fit(spec: Spec, g: np.ndarray, u: np.ndarray) -> tuple[float, tuple, np.ndarray, np.ndarray]:
-    """Fits ``spec``'s weights and scales; returns ``(r2, betas, weights, scales)``."""
-    r2, betas, w, s, _ = _fit_with_prediction(spec, g, u)
-    return r2, betas, w, s
-
-
-def _fit_with_prediction(spec: Spec, g: np.ndarray, u: np.ndarray):
-    """`_fit` and the fitted updates."""
+def _fit(spec: Spec, g: np.ndarray, u: np.ndarray):
+    """Fits ``spec``'s weights and scales; returns ``(r2, betas, weights, scales, fitted)``."""
     x = _input(g, spec)
     feats = [_ema(x, b) for b in spec.betas]
     if spec.output_sign and len(feats) > 1:
@@ -406,25 +400,24 @@ def distill(
     clip = _clip_threshold(system, g)
     scored = []
     for spec in _candidates(clip, bank, schedule_steps is not None):
-        r2, fitted_betas, w, s = _fit(spec, g, u)
+        r2, fitted_betas, w, s, fitted = _fit(spec, g, u)
         spec = dataclasses.replace(spec, betas=fitted_betas)
         r2 = r2 if np.isfinite(r2) else -np.inf
         # parsimony: a mechanism must buy at least _PARSIMONY of r2 to be kept
-        scored.append((r2 - _PARSIMONY * len(spec.mechanisms), r2, spec, w, s))
-    _, r2, spec, w, s = max(scored, key=lambda item: item[0])
-    *_, fitted = _fit_with_prediction(spec, g, u)
+        scored.append((r2 - _PARSIMONY * len(spec.mechanisms), r2, spec, w, s, fitted))
+    _, r2, spec, w, s, fitted = max(scored, key=lambda item: item[0])
     best = dataclasses.replace(
         _build(spec, spec.betas, w, s, schedule_steps),
         r2=float(r2),
         unexplained=unexplained(g, u, fitted),
-        residual_where=residual_locations(g, u, fitted),
+        residual_locations=residual_locations(g, u, fitted),
     )
     if not ablate:
         return best
     ablations = {}
     for mechanism in best.mechanisms:
         reduced = _without(spec, mechanism)
-        r2_m, b_m, w_m, s_m = _fit(reduced, g, u)
+        r2_m, b_m, w_m, s_m, _ = _fit(reduced, g, u)
         ablations[mechanism] = dataclasses.replace(
             _build(reduced, b_m, w_m, s_m, schedule_steps), r2=float(r2_m)
         )

@@ -154,9 +154,7 @@ def record(
         final = problem.loss(params, data, keys[-1])
         return jnp.concatenate([losses, final[None]]), state
 
-    if not isinstance(first_instance, (int, np.integer)) or isinstance(first_instance, bool) \
-            or first_instance < 0:  # fmt: skip
-        raise ValueError(f"first_instance: expected a non-negative int, got {first_instance!r}.")
+    first_instance = _system._check_positive_int("first_instance", first_instance, minimum=0)
     base = jax.random.key(seed)
     keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(
         jnp.arange(first_instance, first_instance + num_instances)
@@ -173,7 +171,7 @@ def record(
         losses=np.asarray(losses, np.float64),
         gradients=grads.reshape(t, -1).astype(np.float64),
         updates=ups.reshape(t, -1).astype(np.float64),
-        states=hs.reshape(t, -1, hs.shape[-1]).astype(np.float64),
+        states=hs.reshape(t, grads.shape[1] * grads.shape[2], hs.shape[-1]).astype(np.float64),
     )
 
 

@@ -130,7 +130,7 @@ def reverse_engineer(
         return out
 
     # the held-out instances of the original run in the same compiled call as the recorded
-    held = _system._check_positive_int("num_held_out", num_held_out) if baseline else 0
+    held = 0 if baseline is None else _system._check_positive_int("num_held_out", num_held_out)
     everything = timed("record", record, tx, problem, num_instances=num_instances + held,
                        coordinates=coordinates, seed=seed)  # fmt: skip
     rec = everything.instances(0, num_instances)
@@ -340,7 +340,7 @@ def summary(report: Report) -> dict[str, Any]:
         },  # fmt: skip
         "distilled": {"description": d.description, "mechanisms": list(d.mechanisms),
                       "r2": d.r2, "ablation_r2": {k: v.r2 for k, v in d.ablations.items()},
-                      "unexplained": d.unexplained, "residual_where": d.residual_where},
+                      "unexplained": d.unexplained, "residual_locations": d.residual_locations},
         "objectives": report.objectives,
         "kept": report.kept,
         "timings_s": report.timings,

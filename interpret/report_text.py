@@ -240,7 +240,7 @@ def missing(r: Report) -> str:
                 f"{_f(share)}), so what is missing lies outside the known mechanisms and the "
                 "candidates tried. "
             )
-    text += _where(d.residual_where)
+    text += _where(d.residual_locations)
     if d.r2 > 0.9:
         text += (
             "The per-step match is close, so small differences compound over the trajectory "

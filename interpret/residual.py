@@ -32,6 +32,8 @@ RESIDUAL_FEATURES = ("gradient magnitude", "sign agreement", "agreement run", "m
 """The candidate behaviours `unexplained` scores, in the module docstring's order."""
 
 _MAX_RUN = 10
+_NEGLIGIBLE = 1e-6
+"""Residual variance share below which there is nothing left to explain."""
 
 
 def _previous(x: np.ndarray) -> np.ndarray:
@@ -78,14 +80,18 @@ def unexplained(gradients: np.ndarray, updates: np.ndarray, fitted: np.ndarray) 
 
     Returns:
       Candidate -> its share in [0, 1], in `RESIDUAL_FEATURES` order; 0 for a candidate
-      that explains nothing.
+      that explains nothing, and 0 for every candidate when the chain leaves less than 1e-6
+      of the update variance (rounding, which no behaviour explains).
     """
     g, u, f = _checked(gradients, updates, fitted)
     base = _per_step_fit(u, [f])
+    left = 1 - r_squared(u, base)
+    if not left > _NEGLIGIBLE:  # an exact chain leaves only rounding, which explains nothing
+        return dict.fromkeys(RESIDUAL_FEATURES, 0.0)
     out = {}
     for name, x in candidate_features(g).items():
         joint = _per_step_fit(u, [f, x])
-        share = (r_squared(u, joint) - r_squared(u, base)) / max(1 - r_squared(u, base), 1e-12)
+        share = (r_squared(u, joint) - (1 - left)) / left
         out[name] = float(min(max(share, 0.0), 1.0)) if np.isfinite(share) else 0.0
     return out
 

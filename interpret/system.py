@@ -299,10 +299,11 @@ def _as_system(tx_or_system: Any, **kwargs: Any) -> ScalarSystem:
     return scalar_system(tx_or_system, **kwargs)
 
 
-def _check_positive_int(name: str, value: Any) -> int:
-    """Returns ``int(value)`` or raises a ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name}: expected a positive integer, got {value!r}.")
+def _check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
+    """Returns ``int(value)`` or raises a ValueError naming ``name`` (``minimum=0``: >= 0)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{name}: expected {what}, got {value!r}.")
     return int(value)
 
 

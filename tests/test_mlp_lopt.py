@@ -271,3 +271,25 @@ def test_config_without_spike_clip_loads_with_the_guard():
     config = optax_lopt.MLPLOpt().config()
     del config["spike_clip"]
     assert optax_lopt.from_config("MLPLOpt", config).spike_clip == F.SPIKE_CLIP
+
+
+def test_one_entry_dot_form_equals_the_multiply_add_form(monkeypatch):
+    """`pretrained("general")` on a one-entry parameter: the dot form (used there) and the
+    multiply-add form give the same updates and state, to float rounding."""
+    tx = optax_lopt.pretrained("general")
+    params = {"w": jnp.array([0.3])}
+    grads = [{"w": jnp.array([g])} for g in (0.02, -0.5, 1e-4, 3.0)]
+
+    def run():
+        state, out = tx.init(params), []
+        for g in grads:
+            u, state = tx.update(g, state, params)
+            out.append(u["w"])
+        return jnp.stack(out), state
+
+    dot_updates, dot_state = run()
+    monkeypatch.setattr(F, "DOT_MAX_SIZE", 0)
+    madd_updates, madd_state = run()
+    chex.assert_trees_all_close(dot_updates, madd_updates, rtol=1e-5, atol=1e-9)
+    chex.assert_trees_all_close(dot_state, madd_state, rtol=1e-5, atol=1e-9)
+    assert float(jnp.max(jnp.abs(dot_updates))) > 0
