@@ -95,30 +95,44 @@ def main(argv) -> None:
     num_params = sum(x.size for x in jax.tree.leaves(params))
     param_bytes = _nbytes(params)
     adam = _Timed(optax.adam(1e-3), params, grads)
-
-    rows = []
-    for name in names:
-        lopt = optax_lopt.architecture(name)()
-        timed = _Timed(lopt.transform(lopt.init(jax.random.key(0))), params, grads)
-        adam_t, arch_t, ratios = [], [], []
-        for _ in range(_REPEATS.value):
-            a = adam.once()
-            b = timed.once()
-            adam_t.append(a)
-            arch_t.append(b)
-            ratios.append(b / a)
-        rows.append(
-            {
-                "name": name,
-                "update_ms": 1e3 * statistics.median(arch_t),
-                "adam_ms": 1e3 * statistics.median(adam_t),
-                "ratio": statistics.median(ratios),
-                "state_ratio": timed.state_bytes / param_bytes,
-                "compile_s": timed.compile_s,
-            }
-        )
+    rows = [_measure(name, adam, params, grads, param_bytes) for name in names]
 
     device = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores"
+    adam_state = adam.state_bytes / param_bytes
+    _print_table(rows, adam, adam_state, num_params, widths, device)
+    print(json.dumps(_summary(rows, adam_state, num_params, device)))
+
+
+def _measure(name: str, adam: _Timed, params: dict, grads: dict, param_bytes: int) -> dict:
+    """Times one architecture in interleaved repeats with ``adam``: one table row."""
+    lopt = optax_lopt.architecture(name)()
+    timed = _Timed(lopt.transform(lopt.init(jax.random.key(0))), params, grads)
+    adam_t, arch_t, ratios = [], [], []
+    for _ in range(_REPEATS.value):
+        a = adam.once()
+        b = timed.once()
+        adam_t.append(a)
+        arch_t.append(b)
+        ratios.append(b / a)
+    return {
+        "name": name,
+        "update_ms": 1e3 * statistics.median(arch_t),
+        "adam_ms": 1e3 * statistics.median(adam_t),
+        "ratio": statistics.median(ratios),
+        "state_ratio": timed.state_bytes / param_bytes,
+        "compile_s": timed.compile_s,
+    }
+
+
+def _print_table(
+    rows: list[dict],
+    adam: _Timed,
+    adam_state: float,
+    num_params: int,
+    widths: list[int],
+    device: str,
+) -> None:
+    """The human-readable table: setting, one line for adam, one per architecture."""
     print(f"Step overhead on {num_params:,} float32 parameters (MLP {widths}), {device}")
     print(f"jax {jax.__version__}, backend {jax.default_backend()}, {_REPEATS.value} repeats")
     header = (
@@ -127,7 +141,6 @@ def main(argv) -> None:
     )
     print(header)
     print("-" * len(header))
-    adam_state = adam.state_bytes / param_bytes
     print(f"{'optax.adam':<22}{'':>11}{'':>9}{1.0:>8.2f}{adam_state:>14.2f}{adam.compile_s:>11.2f}")
     for r in rows:
         print(
@@ -138,23 +151,21 @@ def main(argv) -> None:
         "x adam: median over interleaved repeats of (architecture time / adam time); "
         "other processes' load makes single timings noisy."
     )
-    print(
-        json.dumps(
-            {
-                "ratio_to_adam": {r["name"]: round(r["ratio"], 3) for r in rows},
-                "state_ratio_to_params": {r["name"]: round(r["state_ratio"], 3) for r in rows},
-                "update_ms": {r["name"]: round(r["update_ms"], 3) for r in rows},
-                "adam_update_ms": round(statistics.median(x["adam_ms"] for x in rows), 3)
-                if rows
-                else None,
-                "adam_state_ratio_to_params": round(adam_state, 3),
-                "compile_s": {r["name"]: round(r["compile_s"], 2) for r in rows},
-                "num_params": num_params,
-                "device": device,
-                "repeats": _REPEATS.value,
-            }
-        )
-    )
+
+
+def _summary(rows: list[dict], adam_state: float, num_params: int, device: str) -> dict:
+    """The JSON object printed last."""
+    return {
+        "ratio_to_adam": {r["name"]: round(r["ratio"], 3) for r in rows},
+        "state_ratio_to_params": {r["name"]: round(r["state_ratio"], 3) for r in rows},
+        "update_ms": {r["name"]: round(r["update_ms"], 3) for r in rows},
+        "adam_update_ms": round(statistics.median(x["adam_ms"] for x in rows), 3) if rows else None,
+        "adam_state_ratio_to_params": round(adam_state, 3),
+        "compile_s": {r["name"]: round(r["compile_s"], 2) for r in rows},
+        "num_params": num_params,
+        "device": device,
+        "repeats": _REPEATS.value,
+    }
 
 
 if __name__ == "__main__":

@@ -104,6 +104,35 @@ def lr_adaptation(
       mechanisms", arXiv 2011.02159.
     """
     system = _system._as_system(tx)
+    mags, burst_steps, max_recovery_steps = _check_arguments(
+        gradients, burst_steps, max_recovery_steps, recovery_fraction
+    )
+    fps = fixed_points(system, mags, step=step, **fixed_point_kwargs)
+    clock = system.clock_at(step)
+    _system._check_optional_positive("input_step", input_step)
+    slope = _slope_fn(system, input_step)
+    lrs = np.asarray(
+        jax.jit(jax.vmap(slope, in_axes=(0, None)))(jnp.asarray(fps.states, system.dtype), clock),
+        np.float64,
+    )
+    exponent, r2 = _power_law(mags, lrs)
+    h0 = jnp.asarray(fps.states[0], system.dtype)
+    curve = _recovery_curve(system, slope, h0, clock, mags, burst_steps, max_recovery_steps)
+    return LRAdaptation(
+        gradients=mags,
+        learning_rates=lrs,
+        exponent=exponent,
+        r2=r2,
+        recovery_time=_recovery_time(curve, recovery_fraction),
+        recovery_curve=curve,
+        fixed_points=fps,
+        burst_steps=burst_steps,
+        recovery_fraction=float(recovery_fraction),
+    )
+
+
+def _check_arguments(gradients, burst_steps, max_recovery_steps, recovery_fraction):
+    """The sorted magnitudes and the checked step counts, or a ValueError naming the argument."""
     mags = np.sort(_system._vector("gradients", gradients))
     if mags.size < 2 or np.any(mags <= 0):
         raise ValueError(f"gradients: expected at least two positive magnitudes, got {mags}.")
@@ -113,11 +142,15 @@ def lr_adaptation(
         raise ValueError(
             f"recovery_fraction: expected a number in (0, 1), got {recovery_fraction!r}."
         )
-    fps = fixed_points(system, mags, step=step, **fixed_point_kwargs)
-    clock = system.clock_at(step)
+    return mags, burst_steps, max_recovery_steps
 
-    if input_step is not None and not (np.isfinite(input_step) and input_step > 0):
-        raise ValueError(f"input_step: expected a positive number, got {input_step!r}.")
+
+def _slope_fn(system: _system.ScalarSystem, input_step: float | None):
+    """``slope(h, clock)``: the effective learning rate ``-du/dg`` around ``g = 0`` from ``h``.
+
+    The derivative at 0, or with ``input_step`` the secant slope over ``[-input_step,
+    input_step]``.
+    """
 
     def slope(h, clock):
         if input_step is not None:
@@ -125,18 +158,25 @@ def lr_adaptation(
             return -(system.update(h, s, clock) - system.update(h, -s, clock)) / (2 * s)
         return -jax.grad(lambda g: system.update(h, g, clock))(jnp.zeros((), system.dtype))
 
-    lrs = np.asarray(
-        jax.jit(jax.vmap(slope, in_axes=(0, None)))(jnp.asarray(fps.states, system.dtype), clock),
-        np.float64,
-    )
+    return slope
+
+
+def _power_law(mags: np.ndarray, lrs: np.ndarray) -> tuple[float, float]:
+    """``(exponent, r2)`` of ``lr ~ |g*|^-exponent`` on the positive finite rates (else NaN)."""
     good = np.isfinite(lrs) & (lrs > 0)
-    if good.sum() >= 2:
-        x, y = np.log(mags[good]), np.log(lrs[good])
-        coeffs = np.polyfit(x, y, 1)
-        exponent = float(-coeffs[0])
-        r2 = r_squared(y, np.polyval(coeffs, x))
-    else:
-        exponent, r2 = float("nan"), float("nan")
+    if good.sum() < 2:
+        return float("nan"), float("nan")
+    x, y = np.log(mags[good]), np.log(lrs[good])
+    coeffs = np.polyfit(x, y, 1)
+    return float(-coeffs[0]), r_squared(y, np.polyval(coeffs, x))
+
+
+def _recovery_curve(system, slope, h0, clock, mags, burst_steps, max_recovery_steps):
+    """The effective learning rate after a burst, relative to its value at ``h0``.
+
+    From ``h0``: ``burst_steps`` steps of the largest magnitude, then ``max_recovery_steps``
+    of the smallest; one value per step after the burst, shape ``(max_recovery_steps,)``.
+    """
 
     @jax.jit
     def recovery(h0, clock):
@@ -155,22 +195,17 @@ def lr_adaptation(
         _, curve = jax.lax.scan(body, (h0, clock), inputs)
         return slope(h0, clock), curve[burst_steps - 1 : -1]
 
-    base, curve = recovery(jnp.asarray(fps.states[0], system.dtype), clock)
-    curve = np.asarray(curve, np.float64) / float(base)
-    if np.all(curve >= recovery_fraction):
-        recovery_time = 0.0
-    else:
-        first_low = int(np.argmax(curve < recovery_fraction))
-        back = np.nonzero(curve[first_low:] >= recovery_fraction)[0]
-        recovery_time = float(first_low + back[0]) if back.size else float("inf")
-    return LRAdaptation(
-        gradients=mags,
-        learning_rates=lrs,
-        exponent=exponent,
-        r2=r2,
-        recovery_time=recovery_time,
-        recovery_curve=curve,
-        fixed_points=fps,
-        burst_steps=burst_steps,
-        recovery_fraction=float(recovery_fraction),
-    )
+    base, curve = recovery(h0, clock)
+    return np.asarray(curve, np.float64) / float(base)
+
+
+def _recovery_time(curve: np.ndarray, fraction: float) -> float:
+    """Steps until ``curve`` is back to ``fraction`` after first dropping below it.
+
+    0 when it never drops below, inf when it does not come back.
+    """
+    if np.all(curve >= fraction):
+        return 0.0
+    first_low = int(np.argmax(curve < fraction))
+    back = np.nonzero(curve[first_low:] >= fraction)[0]
+    return float(first_low + back[0]) if back.size else float("inf")

@@ -101,33 +101,10 @@ def fixed_points(
     g = _system._vector("inputs", inputs)
     num_starts = _system._check_positive_int("num_starts", num_starts)
     warmup_steps = _system._check_positive_int("warmup_steps", warmup_steps)
-    if num_iterations < 0 or newton_steps < 0:
-        raise ValueError(
-            "num_iterations, newton_steps: expected non-negative integers, got "
-            f"{num_iterations!r}, {newton_steps!r}."
-        )
-    if not (tolerance > 0 and dedup_tolerance > 0 and learning_rate > 0):
-        raise ValueError(
-            "tolerance, dedup_tolerance, learning_rate: expected positive numbers, got "
-            f"{tolerance!r}, {dedup_tolerance!r}, {learning_rate!r}."
-        )
-    n = system.size
-    if n == 0:
-        return FixedPoints(
-            inputs=g,
-            states=np.zeros((g.size, 0)),
-            residuals=np.zeros(g.size),
-            converged=np.ones(g.size, bool),
-            distinct=tuple(np.zeros((1, 0)) for _ in g),
-            step=step,
-        )
-    extra = None
-    if starts is not None:
-        extra = np.asarray(starts, np.float64)
-        if extra.ndim == 1:
-            extra = extra[None]
-        if extra.ndim != 2 or extra.shape[1] != n:
-            raise ValueError(f"starts: expected shape (M, {n}), got {extra.shape}.")
+    _check_solver(num_iterations, newton_steps, tolerance, dedup_tolerance, learning_rate)
+    if system.size == 0:
+        return _stateless(g, step)
+    extra = _extra_starts(starts, system.size)
     clock = system.clock_at(step)
     h, q = _solve(
         system,
@@ -140,8 +117,55 @@ def fixed_points(
         float(learning_rate),
         int(newton_steps),
     )
-    h = np.asarray(h, np.float64)  # (N, S, n)
-    q = np.asarray(q, np.float64)  # (N, S)
+    return _best(g, h, q, tolerance, dedup_tolerance, step)
+
+
+def _check_solver(num_iterations, newton_steps, tolerance, dedup_tolerance, learning_rate):
+    """Raises a ValueError naming the solver settings unless they are valid."""
+    if num_iterations < 0 or newton_steps < 0:
+        raise ValueError(
+            "num_iterations, newton_steps: expected non-negative integers, got "
+            f"{num_iterations!r}, {newton_steps!r}."
+        )
+    if not (tolerance > 0 and dedup_tolerance > 0 and learning_rate > 0):
+        raise ValueError(
+            "tolerance, dedup_tolerance, learning_rate: expected positive numbers, got "
+            f"{tolerance!r}, {dedup_tolerance!r}, {learning_rate!r}."
+        )
+
+
+def _stateless(g: np.ndarray, step: int) -> FixedPoints:
+    """The fixed points of a stateless optimizer: its one (empty) state, for every input."""
+    return FixedPoints(
+        inputs=g,
+        states=np.zeros((g.size, 0)),
+        residuals=np.zeros(g.size),
+        converged=np.ones(g.size, bool),
+        distinct=tuple(np.zeros((1, 0)) for _ in g),
+        step=step,
+    )
+
+
+def _extra_starts(starts: Any, n: int) -> np.ndarray | None:
+    """``starts`` as a float64 ``(M, n)`` array (one state may be given 1-d), or None."""
+    if starts is None:
+        return None
+    extra = np.asarray(starts, np.float64)
+    if extra.ndim == 1:
+        extra = extra[None]
+    if extra.ndim != 2 or extra.shape[1] != n:
+        raise ValueError(f"starts: expected shape (M, {n}), got {extra.shape}.")
+    return extra
+
+
+def _best(g, h, q, tolerance, dedup_tolerance, step) -> FixedPoints:
+    """`FixedPoints` from the solver's points ``h (N, S, n)`` and speeds ``q (N, S)``.
+
+    Per input, the converged point with the smallest relative speed (the smallest speed when
+    none converged), and the distinct converged ones.
+    """
+    h = np.asarray(h, np.float64)
+    q = np.asarray(q, np.float64)
     q = np.where(np.isfinite(q), q, np.inf)
     norms = np.linalg.norm(h, axis=-1)
     ok = np.sqrt(2 * q) <= tolerance * (1 + norms)
@@ -175,6 +199,8 @@ def _solve(system, g, extra, clock, num_starts, warmup, iters, lr, newton):
 
 @functools.partial(jax.jit, static_argnums=(0, 4, 5, 6, 7, 8))
 def _solve_jit(system, g, extra, clock, num_starts, warmup, iters, lr, newton):
+    """Adam, then Levenberg-Marquardt, from every start: states ``(N, S, n)``, speeds ``(N, S)``."""
+
     def residual(h, gi):
         return system.next_state(h, gi, clock) - h
 
@@ -182,7 +208,22 @@ def _solve_jit(system, g, extra, clock, num_starts, warmup, iters, lr, newton):
         r = residual(h, gi)
         return 0.5 * jnp.sum(r * r)
 
-    # Starting states: visited along the trajectory under each constant input.
+    h0 = _starts(system, g, extra, clock, num_starts, warmup)  # (N, S, n)
+    num, per = h0.shape[0], h0.shape[1]
+    gb = jnp.repeat(g, per)
+    hb = h0.reshape(num * per, -1)
+    batch_speed = jax.vmap(speed)
+    if iters > 0:
+        hb = _adam_descent(batch_speed, hb, gb, iters, lr)
+    if newton > 0:
+        hb = jax.vmap(functools.partial(_levenberg_marquardt, residual, newton))(hb, gb)
+    qb = batch_speed(hb, gb)
+    return hb.reshape(num, per, -1), qb.reshape(num, per)
+
+
+def _starts(system, g, extra, clock, num_starts, warmup):
+    """Starting states: visited along the trajectory under each constant input, then ``extra``."""
+
     def visit(gi):
         hs, _ = system.run(jnp.full((warmup,), gi), clock=clock)
         last = system.next_state(hs[-1], gi, clock)
@@ -190,54 +231,52 @@ def _solve_jit(system, g, extra, clock, num_starts, warmup, iters, lr, newton):
         idx = jnp.linspace(warmup, 0, num_starts + 1)[:num_starts].round().astype(jnp.int32)
         return traj[idx]
 
-    h0 = jax.vmap(visit)(g)  # (N, S, n)
+    h0 = jax.vmap(visit)(g)
     if extra is not None:
         h0 = jnp.concatenate([h0, jnp.broadcast_to(extra, (g.shape[0],) + extra.shape)], 1)
-    num, per = h0.shape[0], h0.shape[1]
-    gb = jnp.repeat(g, per)
-    hb = h0.reshape(num * per, -1)
+    return h0
 
-    batch_speed = jax.vmap(speed)
+
+def _adam_descent(batch_speed, h0, g, iters, lr):
+    """``iters`` Adam steps on the summed speed; each start keeps the slowest state it visited."""
     opt = optax.adam(lr)
 
     def adam_step(_, carry):
         h, state, best_h, best_q = carry
-        q, grads = jax.value_and_grad(lambda h: jnp.sum(batch_speed(h, gb)))(h)
-        qs = batch_speed(h, gb)
+        q, grads = jax.value_and_grad(lambda h: jnp.sum(batch_speed(h, g)))(h)
+        qs = batch_speed(h, g)
         better = qs < best_q
         best_h = jnp.where(better[:, None], h, best_h)
         best_q = jnp.where(better, qs, best_q)
         updates, state = opt.update(grads, state, h)
         return optax.apply_updates(h, updates), state, best_h, best_q
 
-    q0 = batch_speed(hb, gb)
+    q0 = batch_speed(h0, g)
     q0 = jnp.where(jnp.isfinite(q0), q0, jnp.inf)
-    if iters > 0:
-        h, _, hb, qb = jax.lax.fori_loop(0, iters, adam_step, (hb, opt.init(hb), hb, q0))
-        qs = batch_speed(h, gb)
-        better = qs < qb
-        hb = jnp.where(better[:, None], h, hb)
+    h, _, best_h, best_q = jax.lax.fori_loop(0, iters, adam_step, (h0, opt.init(h0), h0, q0))
+    qs = batch_speed(h, g)
+    better = qs < best_q
+    return jnp.where(better[:, None], h, best_h)
 
-    def lm(h, gi):
-        def body(_, carry):
-            h, mu = carry
-            r = residual(h, gi)
-            a = jax.jacfwd(residual)(h, gi)
-            ata = a.T @ a
-            scale = jnp.maximum(jnp.max(jnp.abs(jnp.diag(ata))), 1e-30)
-            step = jnp.linalg.solve(
-                ata + mu * scale * jnp.eye(h.shape[0], dtype=h.dtype), -(a.T @ r)
-            )
-            new_h = h + step
-            new_r = residual(new_h, gi)
-            good = jnp.all(jnp.isfinite(new_r)) & (jnp.sum(new_r**2) < jnp.sum(r**2))
-            h = jnp.where(good, new_h, h)
-            mu = jnp.where(good, jnp.maximum(mu / 10, 1e-9), mu * 10)
-            return h, mu
 
-        return jax.lax.fori_loop(0, newton, body, (h, jnp.asarray(1e-6, h.dtype)))[0]
+def _levenberg_marquardt(residual, num_steps, h, gi):
+    """``num_steps`` damped Gauss-Newton steps on ``residual(h, gi)``, from ``h``.
 
-    if newton > 0:
-        hb = jax.vmap(lm)(hb, gb)
-    qb = batch_speed(hb, gb)
-    return hb.reshape(num, per, -1), qb.reshape(num, per)
+    A step that does not lower ``|r|^2`` (or is not finite) is refused and the damping raised.
+    """
+
+    def body(_, carry):
+        h, mu = carry
+        r = residual(h, gi)
+        a = jax.jacfwd(residual)(h, gi)
+        ata = a.T @ a
+        scale = jnp.maximum(jnp.max(jnp.abs(jnp.diag(ata))), 1e-30)
+        step = jnp.linalg.solve(ata + mu * scale * jnp.eye(h.shape[0], dtype=h.dtype), -(a.T @ r))
+        new_h = h + step
+        new_r = residual(new_h, gi)
+        good = jnp.all(jnp.isfinite(new_r)) & (jnp.sum(new_r**2) < jnp.sum(r**2))
+        h = jnp.where(good, new_h, h)
+        mu = jnp.where(good, jnp.maximum(mu / 10, 1e-9), mu * 10)
+        return h, mu
+
+    return jax.lax.fori_loop(0, num_steps, body, (h, jnp.asarray(1e-6, h.dtype)))[0]

@@ -114,44 +114,9 @@ def linearize(
     g = float(_system._vector("input", input)[0]) if np.ndim(input) == 0 else None
     if g is None:
         raise ValueError(f"input: expected a scalar gradient, got shape {np.shape(input)}.")
-    if input_step is not None and not (np.isfinite(input_step) and input_step > 0):
-        raise ValueError(f"input_step: expected a positive number, got {input_step!r}.")
-    clock = system.clock_at(step)
-
-    @jax.jit
-    def jacobians(h, g):
-        def f(h, g):
-            new_h, u, _ = system.step(h, g, clock)
-            return new_h, u
-
-        (fh, uh) = f(h, g)
-        (j, b), (r, d) = jax.jacfwd(f, argnums=(0, 1))(h, g)
-        if input_step is not None:
-            (fp, up), (fm, um) = f(h, g + input_step), f(h, g - input_step)
-            b, d = (fp - fm) / (2 * input_step), (up - um) / (2 * input_step)
-        return fh, uh, ((j, b), (r, d))
-
-    fh, uh, ((j, b), (r, d)) = jacobians(jnp.asarray(h, system.dtype), jnp.asarray(g, system.dtype))
-    j = np.asarray(j, np.float64).reshape(n, n)
-    b = np.asarray(b, np.float64).reshape(n)
-    r = np.asarray(r, np.float64).reshape(n)
-    if n:
-        lam, vec = np.linalg.eig(j)
-        order = np.argsort(-np.abs(lam), kind="stable")
-        lam, vec = lam[order], vec[:, order]
-        coupling = (r @ vec) * np.linalg.solve(vec, b.astype(complex))
-        safe = np.abs(lam) > 1e-8
-        alphas = np.where(safe, -coupling / np.where(safe, lam, 1.0), 0.0)
-        mod = np.abs(lam)
-        with np.errstate(divide="ignore"):
-            timescales = np.where(
-                mod >= 1.0, np.inf, np.where(mod == 0, 0.0, -1.0 / np.log(np.maximum(mod, 1e-300)))
-            )
-    else:
-        lam = np.zeros((0,), complex)
-        vec = np.zeros((0, 0), complex)
-        alphas = np.zeros((0,), complex)
-        timescales = np.zeros((0,))
+    _system._check_optional_positive("input_step", input_step)
+    fh, uh, j, b, r, d = _derivatives(system, system.clock_at(step), h, g, input_step)
+    lam, vec, alphas, timescales = _eigenmodes(j, b, r)
     return Linearization(
         state=h,
         input=g,
@@ -169,6 +134,59 @@ def linearize(
         alphas=alphas,
         initial_state=np.asarray(system.initial_state, np.float64),
     )
+
+
+def _derivatives(system, clock, h, g, input_step):
+    """``F(h, g)``, ``G(h, g)`` and their derivatives ``J, b, r, d`` (``J, b, r`` as float64).
+
+    With ``input_step``, ``b`` and ``d`` are central differences at that step.
+    """
+
+    @jax.jit
+    def jacobians(h, g):
+        def f(h, g):
+            new_h, u, _ = system.step(h, g, clock)
+            return new_h, u
+
+        (fh, uh) = f(h, g)
+        (j, b), (r, d) = jax.jacfwd(f, argnums=(0, 1))(h, g)
+        if input_step is not None:
+            (fp, up), (fm, um) = f(h, g + input_step), f(h, g - input_step)
+            b, d = (fp - fm) / (2 * input_step), (up - um) / (2 * input_step)
+        return fh, uh, ((j, b), (r, d))
+
+    fh, uh, ((j, b), (r, d)) = jacobians(jnp.asarray(h, system.dtype), jnp.asarray(g, system.dtype))
+    n = system.size
+    j = np.asarray(j, np.float64).reshape(n, n)
+    b = np.asarray(b, np.float64).reshape(n)
+    r = np.asarray(r, np.float64).reshape(n)
+    return fh, uh, j, b, r, d
+
+
+def _eigenmodes(j: np.ndarray, b: np.ndarray, r: np.ndarray):
+    """Eigen-decomposition of ``J`` read as momentum terms (see the module docstring).
+
+    Returns ``(eigenvalues, eigenvectors, alphas, timescales)``, by decreasing modulus.
+    """
+    if not j.size:
+        return (
+            np.zeros((0,), complex),
+            np.zeros((0, 0), complex),
+            np.zeros((0,), complex),
+            np.zeros((0,)),
+        )
+    lam, vec = np.linalg.eig(j)
+    order = np.argsort(-np.abs(lam), kind="stable")
+    lam, vec = lam[order], vec[:, order]
+    coupling = (r @ vec) * np.linalg.solve(vec, b.astype(complex))
+    safe = np.abs(lam) > 1e-8
+    alphas = np.where(safe, -coupling / np.where(safe, lam, 1.0), 0.0)
+    mod = np.abs(lam)
+    with np.errstate(divide="ignore"):
+        timescales = np.where(
+            mod >= 1.0, np.inf, np.where(mod == 0, 0.0, -1.0 / np.log(np.maximum(mod, 1e-300)))
+        )
+    return lam, vec, alphas, timescales
 
 
 class LinearizedState(NamedTuple):

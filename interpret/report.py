@@ -30,7 +30,7 @@ import json
 import math
 import os
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -121,40 +121,88 @@ def reverse_engineer(
       A `Report`.
     """
     _system._check_transform(tx)
-    timings: dict[str, float] = {}
-
-    def timed(label, fn, *args, **kwargs):
-        start = time.perf_counter()
-        out = fn(*args, **kwargs)
-        timings[label] = round(time.perf_counter() - start, 2)
-        return out
-
+    run = _Run(problem, num_instances, seed)
     # the held-out instances of the original run in the same compiled call as the recorded
     held = 0 if baseline is None else _system._check_positive_int("num_held_out", num_held_out)
-    everything = timed("record", record, tx, problem, num_instances=num_instances + held,
-                       coordinates=coordinates, seed=seed)  # fmt: skip
+    everything = run.timed("record", record, tx, problem, num_instances=num_instances + held,
+                           coordinates=coordinates, seed=seed)  # fmt: skip
     rec = everything.instances(0, num_instances)
+    system, found = _analyse(run, tx, rec)
+    objectives, kept = _held_out(
+        run, baseline, found.distilled, held_out_ablations, everything, held
+    )
+    report = Report(
+        name=name,
+        problem=problem.name,
+        recording=rec,
+        heavy_ball=None if hessian_range is None else heavy_ball_optimum(*hessian_range),
+        objectives=objectives,
+        kept=kept,
+        timings=run.timings,
+        **found._asdict(),
+    )
+    if workdir is not None:
+        run.timed("write", write_report, report, workdir, system)
+    return report
+
+
+@dataclasses.dataclass
+class _Run:
+    """One `reverse_engineer` call: what its stages share, and the seconds each stage took."""
+
+    problem: Problem
+    num_instances: int
+    seed: int
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def timed(self, label: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)``, its duration (seconds, 2 decimals) kept under ``label``."""
+        start = time.perf_counter()
+        out = fn(*args, **kwargs)
+        self.timings[label] = round(time.perf_counter() - start, 2)
+        return out
+
+
+class _Analyses(NamedTuple):
+    """The analyses of the recording: the `Report` fields of the same names."""
+
+    state_size: int
+    stats: GradientStats
+    modes: MomentumModes | None
+    shapes: dict[str, UpdateShape]
+    schedule: ScheduleFit
+    adaptation: LRAdaptation | None
+    distilled: Distilled
+
+
+def _analyse(
+    run: _Run, tx: optax.GradientTransformation, rec: Recording
+) -> tuple[_system.ScalarSystem, _Analyses]:
+    """The optimizer's `ScalarSystem` and every analysis of its recording ``rec``.
+
+    Every probe is scaled from the finite recorded gradients.
+    """
     finite = np.isfinite(rec.gradients).all(axis=0)
     if not finite.any():
         raise ValueError(
-            f"tx: its gradients on {problem.name!r} are not finite at every recorded coordinate "
-            "(it diverged); nothing can be reverse-engineered from this run."
+            f"tx: its gradients on {run.problem.name!r} are not finite at every recorded "
+            "coordinate (it diverged); nothing can be reverse-engineered from this run."
         )
     stats = gradient_stats(rec.gradients[:, finite])
     system = _system.scalar_system(tx)
-    horizon = problem.num_steps
+    horizon = run.problem.num_steps
     visited = rec.states[-max(1, horizon // 4) :].reshape(-1, system.size)
     modes = (
-        timed("modes", momentum_modes, system, stats, visited, horizon=horizon)
+        run.timed("modes", momentum_modes, system, stats, visited, horizon=horizon)
         if system.size
         else None
     )
-    shapes = timed("shapes", _shapes, system, stats, rec.states)
-    schedule = timed(
+    shapes = run.timed("shapes", _shapes, system, stats, rec.states)
+    schedule = run.timed(
         "schedule", zero_gradient_schedule, system, horizon, gradient_scale=stats.scale
     )
     adaptation = (
-        timed(
+        run.timed(
             "adaptation",
             lr_adaptation,
             system,
@@ -166,36 +214,35 @@ def reverse_engineer(
         else None
     )
     own = () if modes is None else tuple(modes.betas[:2])
-    distilled = timed("distill", distill, system, gradients=rec.gradients[:, finite][:, :128],
-                      schedule_steps=horizon, betas=own, seed=seed)  # fmt: skip
-    objectives, kept = {}, {}
-    if baseline is not None:
-        _system._check_transform(baseline, "baseline")
-        contenders = _contenders(baseline, distilled, held_out_ablations)
-        objectives = timed("held_out", held_out_objectives, problem, contenders, held, seed,
-                           first_instance=num_instances)  # fmt: skip
-        objectives = {"original": meta_objective(everything.losses[num_instances:]),
-                      **objectives}  # fmt: skip
-        kept = advantage_fractions(objectives)
-    report = Report(
-        name=name,
-        problem=problem.name,
-        state_size=system.size,
-        recording=rec,
-        stats=stats,
-        modes=modes,
-        heavy_ball=None if hessian_range is None else heavy_ball_optimum(*hessian_range),
-        shapes=shapes,
-        schedule=schedule,
-        adaptation=adaptation,
-        distilled=distilled,
-        objectives=objectives,
-        kept=kept,
-        timings=timings,
-    )
-    if workdir is not None:
-        timed("write", write_report, report, workdir, system)
-    return report
+    distilled = run.timed("distill", distill, system, gradients=rec.gradients[:, finite][:, :128],
+                          schedule_steps=horizon, betas=own, seed=run.seed)  # fmt: skip
+    analyses = _Analyses(system.size, stats, modes, shapes, schedule, adaptation, distilled)
+    return system, analyses
+
+
+def _held_out(
+    run: _Run,
+    baseline: optax.GradientTransformation | None,
+    distilled: Distilled,
+    ablations: bool,
+    everything: Recording,
+    held: int,
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Held-out objectives and kept fractions (two empty dicts without a ``baseline``).
+
+    ``everything`` holds the original's runs on the recorded instances, then on the ``held``
+    held-out ones; the baseline and the distilled chains (with ``ablations``, every ablation
+    too) run on the same held-out instances.
+    """
+    if baseline is None:
+        return {}, {}
+    _system._check_transform(baseline, "baseline")
+    contenders = _contenders(baseline, distilled, ablations)
+    objectives = run.timed("held_out", held_out_objectives, run.problem, contenders, held,
+                           run.seed, first_instance=run.num_instances)  # fmt: skip
+    objectives = {"original": meta_objective(everything.losses[run.num_instances:]),
+                  **objectives}  # fmt: skip
+    return objectives, advantage_fractions(objectives)
 
 
 def _shapes(system, stats: GradientStats, states: np.ndarray) -> dict[str, UpdateShape]:

@@ -7,6 +7,7 @@ References:
 
 # the subpackages, so that ``import optax_lopt`` is enough for ``optax_lopt.tasks.family(...)``
 from optax_lopt import baselines as baselines
+from optax_lopt import convergence as convergence
 from optax_lopt import evaluation as evaluation
 from optax_lopt import meta as meta
 from optax_lopt import tasks as tasks

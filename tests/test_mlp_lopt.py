@@ -153,6 +153,10 @@ def test_state_layout_and_config_roundtrip():
         ({"skip_init": "zeros"}, "skip_init"),
         ({"spike_clip": 0.0}, "spike_clip"),
         ({"spike_clip": "10"}, "spike_clip"),
+        ({"anneal_after": 0}, "anneal_after"),
+        ({"anneal_after": 10.5}, "anneal_after"),
+        ({"anneal_power": 0.0}, "anneal_power"),
+        ({"anneal_power": 1.5}, "anneal_power"),
     ],
 )
 def test_bad_config_names_the_argument(kwargs, name):
@@ -293,3 +297,33 @@ def test_one_entry_dot_form_equals_the_multiply_add_form(monkeypatch):
     chex.assert_trees_all_close(dot_updates, madd_updates, rtol=1e-5, atol=1e-9)
     chex.assert_trees_all_close(dot_state, madd_state, rtol=1e-5, atol=1e-9)
     assert float(jnp.max(jnp.abs(dot_updates))) > 0
+
+
+@pytest.mark.parametrize("power", [0.5, 1.0])
+def test_anneal_scales_steps_past_anneal_after_by_the_known_factor(power):
+    # Under a constant gradient the plain optimizer keeps its step; the annealed one takes
+    # exactly that step times min(1, (after / t) ** power) at update t (counted from 1).
+    after, num_steps = 5, 20
+    plain = optax_lopt.MLPLOpt(hidden_sizes=(4,), output_scale=1.0)
+    annealed = optax_lopt.MLPLOpt(
+        hidden_sizes=(4,), output_scale=1.0, anneal_after=after, anneal_power=power
+    )
+    theta = plain.init(jax.random.key(5))
+    params = {"w": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3)}
+    grads = {"w": jnp.linspace(0.5, -2.0, 6).reshape(2, 3)}
+
+    def steps(lopt):
+        tx = lopt.transform(theta)
+
+        def step(state, _):
+            updates, state = tx.update(grads, state, params)
+            return state, updates["w"]
+
+        return jax.lax.scan(step, tx.init(params), None, length=num_steps)[1]
+
+    got, want = jax.jit(steps, static_argnums=0)(annealed), steps(plain)
+    t = np.arange(1, num_steps + 1)
+    factor = np.minimum(1.0, (after / t) ** power)[:, None, None]
+    chex.assert_trees_all_close(got, want * factor, rtol=1e-5)
+    chex.assert_trees_all_equal(got[:after], want[:after])
+    assert float(jnp.max(jnp.abs(got[-1]))) < 0.6 * float(jnp.max(jnp.abs(want[-1])))

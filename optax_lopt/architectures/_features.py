@@ -343,6 +343,21 @@ def step_embedding(count: jax.Array, timescales: Sequence[float] = DEFAULT_TIMES
     return jnp.tanh(t / jnp.asarray(timescales, jnp.float32))
 
 
+def anneal_factor(count: jax.Array, after: int | None, power: float) -> jax.Array:
+    """``min(1, (after / t) ** power)`` at step ``t = count``: 1 until ``after``, then decaying.
+
+    A learned optimizer meta-trained on horizons of at most ``after`` steps knows nothing of
+    later steps; multiplying its updates by this factor past that point gives the step sizes
+    a Robbins-Monro decay (for ``0.5 < power <= 1`` their sum diverges and the sum of their
+    squares does not), so a long run settles at a minimum instead of circling it. ``None``
+    turns it off (the factor is 1).
+    """
+    if after is None:
+        return jnp.ones((), jnp.float32)
+    t = jnp.maximum(count.astype(jnp.float32), 1.0)
+    return jnp.minimum(1.0, (float(after) / t) ** power)
+
+
 def mean(x: jax.Array) -> jax.Array:
     """Mean over all axes, scaled before summing (no overflow for finite entries); 0 if empty."""
     return jnp.sum(x * (1.0 / max(x.size, 1)))

@@ -137,6 +137,21 @@ def _lstm_step(w: dict, h: jax.Array, c: jax.Array, x: jax.Array):
     return h, c
 
 
+def _tensor_features(p, g, ms, facs, f_corr, global_feats):
+    """One tensor's per-coordinate features and its LSTM input (global + tensor statistics)."""
+    rs = [F.factored_rsqrt(f, g.shape, c) for f, c in zip(facs, f_corr, strict=True)]
+    if facs:
+        msg = F.factored_mean(facs[0], g.shape, f_corr[0])
+    else:
+        msg = F.mean_square(g)
+    feats, stats = F.build_features(p, g, ms, rs, msg, momentum_stats=True)
+    tensor_feats = jnp.concatenate(
+        [_LOG_SCALE * jnp.log(jnp.stack(stats[:2]) + _LOG_EPS), jnp.stack(stats[2:])]
+    )
+    size_feat = jnp.full((1,), _LOG_SCALE * math.log(max(g.size, 1)), jnp.float32)
+    return feats, jnp.concatenate([global_feats, tensor_feats.astype(jnp.float32), size_feat])
+
+
 @dataclasses.dataclass(frozen=True)
 class HierarchicalLOpt(LearnedOptimizer):
     """Per-tensor LSTM plus per-parameter MLP, with loss features (arXiv 2009.11243).
@@ -246,116 +261,127 @@ class HierarchicalLOpt(LearnedOptimizer):
         }
 
     def transform(self, theta: MetaParams) -> optax.GradientTransformationExtraArgs:
-        decays = self.momentum_decays
-        fdecays = self.factored_decays
-        hidden = self.lstm_hidden_size
-
-        def zeros_vector(p):
-            return jnp.zeros((hidden,), _numerics.compute_dtype(p.dtype))
-
         def init_fn(params):
-            return HierarchicalLOptState(
-                count=jnp.zeros((), jnp.int32),
-                momenta=F.init_momenta(params, decays),
-                factored=tuple(jax.tree.map(F.init_factored, params) for _ in fdecays),
-                lstm_hidden=jax.tree.map(zeros_vector, params),
-                lstm_cell=jax.tree.map(zeros_vector, params),
-                train_loss=_init_tracker(len(self.loss_decays)),
-                validation_loss=_init_tracker(len(self.loss_decays)),
-            )
+            return self._init_state(params)
 
         def update_fn(
             updates, state, params=None, *, value=None, validation_value=None, **extra_args
         ):
             del extra_args
-            F.check_tree(updates, state.momenta[0], "state")
-            if params is not None:
-                F.check_tree(updates, params, "params")
-            grads = jax.tree.map(_numerics.clean_gradient, updates)
-            grads = F.spike_clip_factored(
-                grads, state.factored, fdecays, state.count, self.spike_clip
-            )
-            count = optax.safe_increment(state.count)
-            momenta = F.update_momenta(state.momenta, grads, decays)
-            is_fac = lambda x: isinstance(x, F.FactoredMoment)
-            factored = tuple(
-                jax.tree.map(
-                    lambda fac, g, d=d: F.update_factored(fac, g, d), tree, grads, is_leaf=is_fac
-                )
-                for tree, d in zip(state.factored, fdecays, strict=True)
-            )
-            train_feats, train_loss = loss_features(state.train_loss, value, self.loss_decays)
-            valid_feats, valid_loss = loss_features(
-                state.validation_loss, validation_value, self.loss_decays, "validation_value"
-            )
-            global_feats = jnp.concatenate([F.step_embedding(count), train_feats, valid_feats])
-
-            ps = jax.tree.map(jnp.zeros_like, grads) if params is None else params
-            treedef = jax.tree.structure(grads)
-            g_leaves = treedef.flatten_up_to(grads)
-            p_leaves = treedef.flatten_up_to(ps)
-            m_leaves = [treedef.flatten_up_to(m) for m in momenta]
-            f_leaves = [treedef.flatten_up_to(f) for f in factored]
-            m_corr = [F.bias_correction(d, count) for d in decays]
-            f_corr = [F.bias_correction(d, count) for d in fdecays]
-            h_leaves = treedef.flatten_up_to(state.lstm_hidden)
-            c_leaves = treedef.flatten_up_to(state.lstm_cell)
-
-            features, inputs = [], []
-            for i, g in enumerate(g_leaves):
-                dtype = m_leaves[0][i].dtype
-                g = g.astype(dtype)
-                p = jnp.asarray(p_leaves[i]).astype(dtype)
-                ms = [lm[i] * c.astype(dtype) for lm, c in zip(m_leaves, m_corr, strict=True)]
-                facs = [lf[i] for lf in f_leaves]
-                rs = [F.factored_rsqrt(f, g.shape, c) for f, c in zip(facs, f_corr, strict=True)]
-                if facs:
-                    msg = F.factored_mean(facs[0], g.shape, f_corr[0])
-                else:
-                    msg = F.mean_square(g)
-                feats, stats = F.build_features(p, g, ms, rs, msg, momentum_stats=True)
-                tensor_feats = jnp.concatenate(
-                    [_LOG_SCALE * jnp.log(jnp.stack(stats[:2]) + _LOG_EPS), jnp.stack(stats[2:])]
-                )
-                size_feat = jnp.full((1,), _LOG_SCALE * math.log(max(g.size, 1)), jnp.float32)
-                inputs.append(
-                    jnp.concatenate([global_feats, tensor_feats.astype(jnp.float32), size_feat])
-                )
-                features.append(feats)
-
-            new_h, new_c, contexts, steps = [], [], [], []
-            if g_leaves:
-                # One batched LSTM step over all tensors (in their widest compute dtype).
-                hdtype = jnp.result_type(*h_leaves)
-                lstm_w = jax.tree.map(lambda a: a.astype(hdtype), theta["lstm"])
-                h, c = _lstm_step(
-                    lstm_w,
-                    jnp.stack(h_leaves).astype(hdtype),
-                    jnp.stack(c_leaves).astype(hdtype),
-                    jnp.stack(inputs).astype(hdtype),
-                )
-                context = h @ theta["context"]["w"] + theta["context"]["b"]
-                log_lr = jnp.clip(
-                    h @ theta["log_lr"]["w"] + theta["log_lr"]["b"], -_MAX_LOG_LR, _MAX_LOG_LR
-                )
-                step = self.step_mult * jnp.exp(log_lr)
-                for i in range(len(g_leaves)):
-                    new_h.append(h[i].astype(h_leaves[i].dtype))
-                    new_c.append(c[i].astype(c_leaves[i].dtype))
-                    contexts.append(context[i])
-                    steps.append(step[i])
-
-            new_updates = F.mlp_updates(features, theta, contexts, steps, self.exp_mult)
-            new_state = HierarchicalLOptState(
-                count=count,
-                momenta=momenta,
-                factored=factored,
-                lstm_hidden=treedef.unflatten(new_h),
-                lstm_cell=treedef.unflatten(new_c),
-                train_loss=train_loss,
-                validation_loss=valid_loss,
-            )
-            reference = updates if params is None else params
-            return _numerics.cast_like(treedef.unflatten(new_updates), reference), new_state
+            return self._update(theta, updates, state, params, value, validation_value)
 
         return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+    def _init_state(self, params: Any) -> HierarchicalLOptState:
+        """The state before the first step: zero moments, LSTM states and loss histories."""
+        hidden = self.lstm_hidden_size
+
+        def zeros_vector(p):
+            return jnp.zeros((hidden,), _numerics.compute_dtype(p.dtype))
+
+        return HierarchicalLOptState(
+            count=jnp.zeros((), jnp.int32),
+            momenta=F.init_momenta(params, self.momentum_decays),
+            factored=tuple(jax.tree.map(F.init_factored, params) for _ in self.factored_decays),
+            lstm_hidden=jax.tree.map(zeros_vector, params),
+            lstm_cell=jax.tree.map(zeros_vector, params),
+            train_loss=_init_tracker(len(self.loss_decays)),
+            validation_loss=_init_tracker(len(self.loss_decays)),
+        )
+
+    def _update(self, theta, updates, state, params, value, validation_value):
+        """One step: moments, loss features, per-tensor LSTM, per-parameter MLP."""
+        grads, count, momenta, factored = self._moments(updates, state, params)
+        train_feats, train_loss = loss_features(state.train_loss, value, self.loss_decays)
+        valid_feats, valid_loss = loss_features(
+            state.validation_loss, validation_value, self.loss_decays, "validation_value"
+        )
+        global_feats = jnp.concatenate([F.step_embedding(count), train_feats, valid_feats])
+
+        ps = jax.tree.map(jnp.zeros_like, grads) if params is None else params
+        treedef = jax.tree.structure(grads)
+        features, inputs = self._all_features(
+            treedef, grads, ps, momenta, factored, count, global_feats
+        )
+        h_leaves = treedef.flatten_up_to(state.lstm_hidden)
+        c_leaves = treedef.flatten_up_to(state.lstm_cell)
+        new_h, new_c, contexts, steps = self._lstm(theta, h_leaves, c_leaves, inputs)
+
+        new_updates = F.mlp_updates(features, theta, contexts, steps, self.exp_mult)
+        new_state = HierarchicalLOptState(
+            count=count,
+            momenta=momenta,
+            factored=factored,
+            lstm_hidden=treedef.unflatten(new_h),
+            lstm_cell=treedef.unflatten(new_c),
+            train_loss=train_loss,
+            validation_loss=valid_loss,
+        )
+        reference = updates if params is None else params
+        return _numerics.cast_like(treedef.unflatten(new_updates), reference), new_state
+
+    def _moments(self, updates, state, params):
+        """Checked, cleaned, spike-clipped gradients and the new count, momenta, factored."""
+        F.check_tree(updates, state.momenta[0], "state")
+        if params is not None:
+            F.check_tree(updates, params, "params")
+        fdecays = self.factored_decays
+        grads = jax.tree.map(_numerics.clean_gradient, updates)
+        grads = F.spike_clip_factored(grads, state.factored, fdecays, state.count, self.spike_clip)
+        count = optax.safe_increment(state.count)
+        momenta = F.update_momenta(state.momenta, grads, self.momentum_decays)
+        is_fac = lambda x: isinstance(x, F.FactoredMoment)
+        factored = tuple(
+            jax.tree.map(
+                lambda fac, g, d=d: F.update_factored(fac, g, d), tree, grads, is_leaf=is_fac
+            )
+            for tree, d in zip(state.factored, fdecays, strict=True)
+        )
+        return grads, count, momenta, factored
+
+    def _all_features(self, treedef, grads, ps, momenta, factored, count, global_feats):
+        """Every tensor's per-coordinate features and LSTM input, in leaf order."""
+        p_leaves = treedef.flatten_up_to(ps)
+        m_leaves = [treedef.flatten_up_to(m) for m in momenta]
+        f_leaves = [treedef.flatten_up_to(f) for f in factored]
+        m_corr = [F.bias_correction(d, count) for d in self.momentum_decays]
+        f_corr = [F.bias_correction(d, count) for d in self.factored_decays]
+        features, inputs = [], []
+        for i, g in enumerate(treedef.flatten_up_to(grads)):
+            dtype = m_leaves[0][i].dtype
+            g = g.astype(dtype)
+            p = jnp.asarray(p_leaves[i]).astype(dtype)
+            ms = [lm[i] * c.astype(dtype) for lm, c in zip(m_leaves, m_corr, strict=True)]
+            facs = [lf[i] for lf in f_leaves]
+            feats, lstm_input = _tensor_features(p, g, ms, facs, f_corr, global_feats)
+            inputs.append(lstm_input)
+            features.append(feats)
+        return features, inputs
+
+    def _lstm(self, theta, h_leaves, c_leaves, inputs):
+        """One batched LSTM step over all tensors (in their widest compute dtype).
+
+        Returns the new hidden and cell leaves, and each tensor's context and step size.
+        """
+        new_h, new_c, contexts, steps = [], [], [], []
+        if not inputs:
+            return new_h, new_c, contexts, steps
+        hdtype = jnp.result_type(*h_leaves)
+        lstm_w = jax.tree.map(lambda a: a.astype(hdtype), theta["lstm"])
+        h, c = _lstm_step(
+            lstm_w,
+            jnp.stack(h_leaves).astype(hdtype),
+            jnp.stack(c_leaves).astype(hdtype),
+            jnp.stack(inputs).astype(hdtype),
+        )
+        context = h @ theta["context"]["w"] + theta["context"]["b"]
+        log_lr = jnp.clip(
+            h @ theta["log_lr"]["w"] + theta["log_lr"]["b"], -_MAX_LOG_LR, _MAX_LOG_LR
+        )
+        step = self.step_mult * jnp.exp(log_lr)
+        for i in range(len(inputs)):
+            new_h.append(h[i].astype(h_leaves[i].dtype))
+            new_c.append(c[i].astype(c_leaves[i].dtype))
+            contexts.append(context[i])
+            steps.append(step[i])
+        return new_h, new_c, contexts, steps

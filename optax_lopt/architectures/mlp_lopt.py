@@ -105,6 +105,15 @@ class MLPLOpt(LearnedOptimizer):
         steps. Gradients within ``spike_clip`` running RMSs pass exactly, so ordinary
         training, and a meta-trained ``theta``, see no change; the first step, which has no
         history, is never clipped. ``None`` turns it off.
+      anneal_after: if set (a positive integer of steps), past step ``anneal_after`` every
+        update is multiplied by ``(anneal_after / t) ** anneal_power`` (see
+        ``_features.anneal_factor``). Set it to the longest horizon the optimizer was
+        meta-trained on: the network has learned nothing about later steps, and without a
+        decay it keeps a constant step under a constant gradient, so a long run circles a
+        minimum at the distance of that step instead of converging. Up to ``anneal_after``
+        the updates are unchanged, so meta-training on shorter horizons does not see it.
+        ``None`` (default) never anneals.
+      anneal_power: the decay's exponent, in ``(0, 1]``; 1 is the ``1 / t`` decay.
 
     Without ``params`` (``update(grads, state)``) the parameter feature is zero, as if every
     parameter were 0: the steps differ from those with ``params``. Gradients whose tree or
@@ -129,6 +138,8 @@ class MLPLOpt(LearnedOptimizer):
     antisymmetric: bool = False
     feature_clip: float | None = None
     spike_clip: float | None = F.SPIKE_CLIP
+    anneal_after: int | None = None
+    anneal_power: float = 1.0
 
     def __post_init__(self) -> None:
         F.check_fields(
@@ -145,6 +156,8 @@ class MLPLOpt(LearnedOptimizer):
                 "antisymmetric": _checks.boolean,
                 "feature_clip": F.optional(_checks.positive),
                 "spike_clip": F.optional(_checks.positive),
+                "anneal_after": F.optional(_checks.positive_int),
+                "anneal_power": lambda n, v: _checks.in_unit_interval(n, v, closed_high=True),
             },
         )
 
@@ -231,6 +244,9 @@ class MLPLOpt(LearnedOptimizer):
                 ]
                 mirror = F.mlp_updates(flipped, theta, time_bias, self.step_mult, self.exp_mult)
                 leaves = [0.5 * (a - b) for a, b in zip(leaves, mirror, strict=True)]
+            if self.anneal_after is not None:
+                factor = F.anneal_factor(count, self.anneal_after, self.anneal_power)
+                leaves = [u * factor.astype(u.dtype) for u in leaves]
             new_updates = treedef.unflatten(leaves)
             reference = updates if params is None else params
             return _numerics.cast_like(new_updates, reference), MLPLOptState(count, momenta, second)

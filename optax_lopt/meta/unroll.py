@@ -209,6 +209,23 @@ def unroll(
       ``(new_state, trajectory)``.
     """
     num_tasks, num_particles = state.initial_loss.shape
+    step_tasks = _step_all_tasks(lopt, meta_loss, theta_per_particle)
+    reset = _reset_fn(lopt, family, theta, num_tasks, num_particles, theta_per_particle)
+    body = _scan_body(step_tasks, reset, theta, key, horizon, num_tasks)
+    if remat:
+        body = jax.checkpoint(body)
+    carry = (*state, jnp.zeros((num_tasks,), jnp.int32))
+    carry, trajectory = jax.lax.scan(body, carry, jnp.arange(num_steps))
+    return UnrollState(*carry[:5]), trajectory
+
+
+def _step_all_tasks(lopt: LearnedOptimizer, meta_loss: MetaLoss, theta_per_particle: bool):
+    """One inner step of every task and particle, vmapped over ``[N, P]``.
+
+    The returned function maps ``(theta, task, params, opt_state, initial_loss, loss_keys,
+    valid_keys)`` to ``(params, opt_state, loss, value)``; the particles of a task share its
+    keys (and so its minibatches).
+    """
     theta_axis = 0 if theta_per_particle else None
     needs_validation = meta_loss.needs_validation
 
@@ -222,7 +239,18 @@ def unroll(
         return params, opt_state, loss, value
 
     over_particles = jax.vmap(particle_step, (theta_axis, None, 0, 0, 0, None, None))
-    over_tasks = jax.vmap(over_particles, (theta_axis, 0, 0, 0, 0, 0, 0))
+    return jax.vmap(over_particles, (theta_axis, 0, 0, 0, 0, 0, 0))
+
+
+def _reset_fn(
+    lopt: LearnedOptimizer,
+    family: TaskFamily,
+    theta: MetaParams,
+    num_tasks: int,
+    num_particles: int,
+    theta_per_particle: bool,
+):
+    """The ``lax.cond`` branch that restarts the ``done`` tasks on fresh instances."""
 
     def reset(done, reset_key, task, params, opt_state, step, initial_loss):
         fresh = _fresh_runs(
@@ -238,14 +266,36 @@ def unroll(
         )
         return task, params, opt_state, jnp.where(done, 0, step), initial_loss
 
-    def keep(done, reset_key, *runs):
-        del done, reset_key
-        return runs
+    return reset
+
+
+def _keep(done, reset_key, *runs):
+    """The ``lax.cond`` branch of steps without a reset: the runs unchanged."""
+    del done, reset_key
+    return runs
+
+
+def _end_of_step(step, loss, params, horizon: int, num_tasks: int):
+    """The step counter after a step, its non-finite losses, and the tasks that must reset.
+
+    A task resets at ``horizon``, or when any particle's loss or new params are not finite.
+    """
+    nonfinite = ~jnp.isfinite(loss)
+    params_ok = [
+        jnp.all(jnp.isfinite(p).reshape(num_tasks, -1), axis=1) for p in jax.tree.leaves(params)
+    ]
+    step = step + 1
+    done = (step >= horizon) | jnp.any(nonfinite, axis=1) | ~jnp.all(jnp.stack(params_ok), axis=0)
+    return step, nonfinite, done
+
+
+def _scan_body(step_tasks, reset, theta, key, horizon: int, num_tasks: int):
+    """The ``lax.scan`` body of `unroll`: step ``t`` of every run, then the resets."""
 
     def body(carry, t):
         task, params, opt_state, step, initial_loss, resets = carry
         k_loss, k_valid, k_reset = jax.random.split(jax.random.fold_in(key, t), 3)
-        params, opt_state, loss, value = over_tasks(
+        params, opt_state, loss, value = step_tasks(
             theta,
             task,
             params,
@@ -254,18 +304,11 @@ def unroll(
             jax.random.split(k_loss, num_tasks),
             jax.random.split(k_valid, num_tasks),
         )
-        nonfinite = ~jnp.isfinite(loss)
-        params_ok = [
-            jnp.all(jnp.isfinite(p).reshape(num_tasks, -1), axis=1) for p in jax.tree.leaves(params)
-        ]
-        step = step + 1
-        done = (
-            (step >= horizon) | jnp.any(nonfinite, axis=1) | ~jnp.all(jnp.stack(params_ok), axis=0)
-        )
+        step, nonfinite, done = _end_of_step(step, loss, params, horizon, num_tasks)
         runs = jax.lax.cond(
             jnp.any(done),
             reset,
-            keep,
+            _keep,
             done,
             k_reset,
             task,
@@ -277,8 +320,4 @@ def unroll(
         out = Trajectory(value, loss, nonfinite, resets, done)
         return (*runs, resets + done.astype(jnp.int32)), out
 
-    if remat:
-        body = jax.checkpoint(body)
-    carry = (*state, jnp.zeros((num_tasks,), jnp.int32))
-    carry, trajectory = jax.lax.scan(body, carry, jnp.arange(num_steps))
-    return UnrollState(*carry[:5]), trajectory
+    return body
