@@ -14,11 +14,25 @@ from optax_lopt.tasks.registry import family, family_names
 from optax_lopt.tasks.reparameterized import Reparameterized, reparameterize
 from optax_lopt.tasks.rosenbrock import Rosenbrock
 from optax_lopt.tasks.two_moons import TwoMoons, make_moons
+from optax_lopt.tasks.unseen import (
+    BundledClassifier,
+    BundledRegressor,
+    ChainedRosenbrock,
+    DigitsAutoencoder,
+    IllConditionedQuadratic,
+    bundled_split,
+    unseen_suite,
+)
 
 __all__ = [
+    "BundledClassifier",
+    "BundledRegressor",
+    "ChainedRosenbrock",
+    "DigitsAutoencoder",
     "DigitsConv",
     "DigitsMLP",
     "GENERAL_MIX",
+    "IllConditionedQuadratic",
     "LinearRegression",
     "MixComponent",
     "Quadratic",
@@ -27,6 +41,7 @@ __all__ = [
     "Task",
     "TaskFamily",
     "TwoMoons",
+    "bundled_split",
     "family",
     "family_names",
     "make_moons",
@@ -34,4 +49,5 @@ __all__ = [
     "reparameterize",
     "task_mix",
     "task_mix_names",
+    "unseen_suite",
 ]

@@ -13,6 +13,13 @@ from optax_lopt.tasks.quadratic import Quadratic
 from optax_lopt.tasks.reparameterized import Reparameterized
 from optax_lopt.tasks.rosenbrock import Rosenbrock
 from optax_lopt.tasks.two_moons import TwoMoons
+from optax_lopt.tasks.unseen import (
+    BundledClassifier,
+    BundledRegressor,
+    ChainedRosenbrock,
+    DigitsAutoencoder,
+    IllConditionedQuadratic,
+)
 
 _FAMILIES: dict[str, type[TaskFamily]] = {
     "linear_regression": LinearRegression,
@@ -21,6 +28,11 @@ _FAMILIES: dict[str, type[TaskFamily]] = {
     "quadratic": Quadratic,
     "digits_mlp": DigitsMLP,
     "digits_conv": DigitsConv,
+    "sklearn_classifier": BundledClassifier,
+    "sklearn_regressor": BundledRegressor,
+    "digits_mlp_autoencoder": DigitsAutoencoder,
+    "ill_conditioned_quadratic": IllConditionedQuadratic,
+    "rosenbrock_chained": ChainedRosenbrock,
 }
 
 
@@ -33,8 +45,10 @@ def family(name: str, *, reparameterize: bool | tuple[float, float] = False, **k
     """Builds a task family by name.
 
     Args:
-      name: one of ``family_names()``: "digits_conv", "digits_mlp", "linear_regression",
-        "quadratic", "rosenbrock", "two_moons".
+      name: one of ``family_names()``: "digits_conv", "digits_mlp",
+        "digits_mlp_autoencoder", "ill_conditioned_quadratic", "linear_regression",
+        "quadratic", "rosenbrock", "rosenbrock_chained", "sklearn_classifier",
+        "sklearn_regressor", "two_moons".
       reparameterize: if True (or a ``(low, high)`` scale range) wrap the family in
         `Reparameterized` (random per-tensor scales, default range ``(1e-2, 1e2)``).
       **kwargs: the family's constructor arguments (e.g. ``dim=10``, ``num_steps=50``).
