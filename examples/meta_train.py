@@ -49,6 +49,7 @@ from optax_lopt.meta import (
 from optax_lopt.meta.config_flags import config_from_flags, define_flags, setting
 from optax_lopt.meta.meta_losses import META_LOSS_NAMES
 from optax_lopt.meta.metrics_log import summarize
+from optax_lopt.meta.outer_loop import FINAL_DIRNAME
 
 
 @dataclasses.dataclass(frozen=True)
@@ -279,7 +280,7 @@ def main(argv: list[str]) -> None:
         sys.exit(f"error: {err}")
     if jax.process_index() == 0:
         summary = summarize(records)
-        summary["final_weights"] = os.path.join(config.workdir, "final")
+        summary["final_weights"] = os.path.join(config.workdir, FINAL_DIRNAME)
         print(json.dumps(summary))
 
 

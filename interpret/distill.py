@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -386,8 +385,7 @@ def distill(
     system = _system._as_system(tx)
     if schedule_steps is not None:
         schedule_steps = _system._check_positive_int("schedule_steps", schedule_steps)
-    if not (math.isfinite(gradient_scale) and gradient_scale > 0):
-        raise ValueError(f"gradient_scale: expected a positive number, got {gradient_scale!r}.")
+    _system._check_positive("gradient_scale", gradient_scale)
     steps = schedule_steps or 200
     g, u = _streams(system, gradients, gradient_scale, steps, seed)
     if schedule_steps is not None:
@@ -397,15 +395,8 @@ def distill(
     found = _own_modes(system, g) if betas is None else betas
     extra = [float(b) for b in np.asarray(found, np.float64).ravel() if 0 < b < 1]
     bank = tuple(sorted(set(BETA_BANK) | {round(b, 6) for b in extra}))
-    clip = _clip_threshold(system, g)
-    scored = []
-    for spec in _candidates(clip, bank, schedule_steps is not None):
-        r2, fitted_betas, w, s, fitted = _fit(spec, g, u)
-        spec = dataclasses.replace(spec, betas=fitted_betas)
-        r2 = r2 if np.isfinite(r2) else -np.inf
-        # parsimony: a mechanism must buy at least _PARSIMONY of r2 to be kept
-        scored.append((r2 - _PARSIMONY * len(spec.mechanisms), r2, spec, w, s, fitted))
-    _, r2, spec, w, s, fitted = max(scored, key=lambda item: item[0])
+    candidates = _candidates(_clip_threshold(system, g), bank, schedule_steps is not None)
+    r2, spec, w, s, fitted = _best_candidate(candidates, g, u)
     best = dataclasses.replace(
         _build(spec, spec.betas, w, s, schedule_steps),
         r2=float(r2),
@@ -414,14 +405,33 @@ def distill(
     )
     if not ablate:
         return best
+    return dataclasses.replace(
+        best, ablations=_ablations(spec, best.mechanisms, g, u, schedule_steps)
+    )
+
+
+def _best_candidate(candidates, g: np.ndarray, u: np.ndarray):
+    """``(r2, spec, w, s, fitted)`` of the candidate with the best parsimony-penalised fit."""
+    scored = []
+    for spec in candidates:
+        r2, fitted_betas, w, s, fitted = _fit(spec, g, u)
+        spec = dataclasses.replace(spec, betas=fitted_betas)
+        r2 = r2 if np.isfinite(r2) else -np.inf
+        # parsimony: a mechanism must buy at least _PARSIMONY of r2 to be kept
+        scored.append((r2 - _PARSIMONY * len(spec.mechanisms), r2, spec, w, s, fitted))
+    return max(scored, key=lambda item: item[0])[1:]
+
+
+def _ablations(spec: Spec, mechanisms, g, u, schedule_steps) -> dict[str, Distilled]:
+    """The chain refitted without each of ``mechanisms``, by mechanism."""
     ablations = {}
-    for mechanism in best.mechanisms:
+    for mechanism in mechanisms:
         reduced = _without(spec, mechanism)
         r2_m, b_m, w_m, s_m, _ = _fit(reduced, g, u)
         ablations[mechanism] = dataclasses.replace(
             _build(reduced, b_m, w_m, s_m, schedule_steps), r2=float(r2_m)
         )
-    return dataclasses.replace(best, ablations=ablations)
+    return ablations
 
 
 def _own_modes(system, g: np.ndarray, count: int = 2) -> list[float]:

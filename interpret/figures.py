@@ -67,10 +67,6 @@ def plot_update_functions(
 
     Returns:
       ``path``.
-
-    References:
-      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
-      mechanisms", arXiv 2011.02159.
     """
     g = np.linspace(-3, 3, 201) if gradients is None else gradients
     uf = update_function(tx, g, states, step=step)
@@ -155,10 +151,6 @@ def plot_trajectories(
 
     Returns:
       ``path``.
-
-    References:
-      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
-      mechanisms", arXiv 2011.02159.
     """
     x = np.asarray(states, np.float64)
     if x.ndim == 2:
@@ -166,22 +158,35 @@ def plot_trajectories(
     if x.ndim != 3:
         raise ValueError(f"states: expected shape (T, K, size) or (T, size), got {x.shape}.")
     fig, ax = _figure()
-    t, k, n = x.shape
+    n = x.shape[-1]
     if n == 0:
         ax.text(0.5, 0.5, "stateless optimizer", ha="center", va="center")
         ax.set_axis_off()
         return _save(fig, path)
     if n == 1:
-        for j in range(k):
-            ax.plot(np.arange(t), x[:, j, 0], lw=1)
-        if fixed_points is not None:
-            for g, h in zip(fixed_points.inputs, fixed_points.states[:, 0], strict=True):
-                ax.axhline(h, color="k", lw=0.4, ls=":")
-                ax.annotate(f"g*={g:.3g}", (t - 1, h), fontsize=6)
-        ax.set_xlabel("step")
-        ax.set_ylabel("state h")
-        ax.set_title("State trajectories")
-        return _save(fig, path)
+        _plot_scalar_states(ax, x, fixed_points)
+    else:
+        _plot_projected_states(fig, ax, x, fixed_points)
+    return _save(fig, path)
+
+
+def _plot_scalar_states(ax, x: np.ndarray, fixed_points: FixedPoints | None) -> None:
+    """One-dimensional states ``(T, K, 1)`` against the step, fixed points as lines."""
+    t, k, _ = x.shape
+    for j in range(k):
+        ax.plot(np.arange(t), x[:, j, 0], lw=1)
+    if fixed_points is not None:
+        for g, h in zip(fixed_points.inputs, fixed_points.states[:, 0], strict=True):
+            ax.axhline(h, color="k", lw=0.4, ls=":")
+            ax.annotate(f"g*={g:.3g}", (t - 1, h), fontsize=6)
+    ax.set_xlabel("step")
+    ax.set_ylabel("state h")
+    ax.set_title("State trajectories")
+
+
+def _plot_projected_states(fig, ax, x: np.ndarray, fixed_points: FixedPoints | None) -> None:
+    """States ``(T, K, n)`` in the plane of the first two principal components."""
+    t, k, n = x.shape
     pool = x.reshape(t * k, n)
     if fixed_points is not None:
         pool = np.concatenate([pool, fixed_points.states])
@@ -197,7 +202,6 @@ def plot_trajectories(
     ax.set_xlabel(f"PC1 ({100 * var[0]:.0f}% var)")
     ax.set_ylabel(f"PC2 ({100 * var[1]:.0f}% var)")
     ax.set_title("State trajectories and fixed points")
-    return _save(fig, path)
 
 
 def plot_eigenvalues(
@@ -215,10 +219,6 @@ def plot_eigenvalues(
 
     Returns:
       ``path``.
-
-    References:
-      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
-      mechanisms", arXiv 2011.02159.
     """
     if isinstance(linearizations, Linearization):
         linearizations = [linearizations]
@@ -247,10 +247,6 @@ def plot_schedule(fit: ScheduleFit, path: str | os.PathLike) -> str:
 
     Returns:
       ``path``.
-
-    References:
-      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
-      mechanisms", arXiv 2011.02159.
     """
     fig, ax = _figure()
     steps = np.arange(fit.learning_rates.size)
@@ -277,10 +273,6 @@ def plot_lr_adaptation(fit: LRAdaptation, path: str | os.PathLike) -> str:
 
     Returns:
       ``path``.
-
-    References:
-      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
-      mechanisms", arXiv 2011.02159.
     """
     fig, ax = _figure()
     if np.isnan(fit.exponent):

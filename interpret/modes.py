@@ -96,19 +96,8 @@ def momentum_modes(
     """
     system = _system._as_system(tx)
     horizon = _system._check_positive_int("horizon", horizon)
-    starts = None
-    if visited is not None and system.size:
-        visited = np.asarray(visited, np.float64).reshape(-1, system.size)
-        keep = np.isfinite(visited).all(axis=1)
-        visited = visited[keep]
-        if len(visited):
-            pick = np.linspace(0, len(visited) - 1, min(num_starts, len(visited))).astype(int)
-            starts = visited[pick]
-    for g_star in (0.0, stats.low):
-        fps = fixed_points(system, [g_star], step=step, starts=starts)
-        lin = linearize(system, fps.states[0], g_star, step=step, input_step=stats.scale)
-        if np.all(np.isfinite(lin.alphas)) and np.isfinite(lin.learning_rate):
-            break
+    starts = _starts(visited, system.size, num_starts)
+    g_star, fps, lin = _finite_linearization(system, stats, starts, step)
     # one entry per complex-conjugate pair: the pair's two terms add up to twice the real part
     keep = lin.eigenvalues.imag >= -1e-12
     pair = np.where(np.abs(lin.eigenvalues.imag) > 1e-12, 2.0, 1.0)[keep]
@@ -131,6 +120,28 @@ def momentum_modes(
         linearization=lin,
         input=float(g_star),
     )
+
+
+def _starts(visited: Any, size: int, num_starts: int) -> np.ndarray | None:
+    """Up to ``num_starts`` evenly spaced finite rows of ``visited`` (None: no such rows)."""
+    if visited is None or not size:
+        return None
+    visited = np.asarray(visited, np.float64).reshape(-1, size)
+    visited = visited[np.isfinite(visited).all(axis=1)]
+    if not len(visited):
+        return None
+    pick = np.linspace(0, len(visited) - 1, min(num_starts, len(visited))).astype(int)
+    return visited[pick]
+
+
+def _finite_linearization(system, stats: GradientStats, starts, step: int):
+    """``(g*, fixed points, linearisation)`` at ``g* = 0``, or at ``stats.low`` if not finite."""
+    for g_star in (0.0, stats.low):
+        fps = fixed_points(system, [g_star], step=step, starts=starts)
+        lin = linearize(system, fps.states[0], g_star, step=step, input_step=stats.scale)
+        if np.all(np.isfinite(lin.alphas)) and np.isfinite(lin.learning_rate):
+            break
+    return g_star, fps, lin
 
 
 def _impulse_r2(

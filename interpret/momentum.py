@@ -82,10 +82,6 @@ def r_squared(target: np.ndarray, prediction: np.ndarray) -> float:
 
     Returns:
       The coefficient of determination (1 is exact; negative is worse than the mean).
-
-    References:
-      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
-      mechanisms", arXiv 2011.02159.
     """
     target, prediction = np.asarray(target, np.float64), np.asarray(prediction, np.float64)
     sse = float(np.sum((target - prediction) ** 2))
@@ -151,8 +147,7 @@ def fit_momentum(
     num_steps = _system._check_positive_int("num_steps", num_steps)
     if num_steps < 3:
         raise ValueError(f"num_steps: expected at least 3, got {num_steps}.")
-    if not gradient_scale > 0:
-        raise ValueError(f"gradient_scale: expected a positive number, got {gradient_scale!r}.")
+    _system._check_positive("gradient_scale", gradient_scale)
     g = gradient_scale * jax.random.normal(jax.random.key(seed), (num_steps,), system.dtype)
     _, u = jax.jit(system.run)(g)
     g, u = np.asarray(g, np.float64), np.asarray(u, np.float64)

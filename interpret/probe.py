@@ -111,9 +111,8 @@ def _resolve_coordinates(params: Any, coordinates: Sequence[int] | int | None) -
     if coordinates is None:
         coordinates = 8
     if isinstance(coordinates, (int, np.integer)) and not isinstance(coordinates, bool):
-        if coordinates < 1:
-            raise ValueError(f"coordinates: expected a positive count, got {coordinates}.")
-        flat = np.unique(np.linspace(0, total - 1, min(int(coordinates), total)).astype(int))
+        count = _system._check_positive_int("coordinates", coordinates)
+        flat = np.unique(np.linspace(0, total - 1, min(count, total)).astype(int))
     else:
         flat = np.asarray(list(coordinates), dtype=int)
         if flat.ndim != 1 or flat.size == 0 or flat.min() < 0 or flat.max() >= total:

@@ -136,6 +136,22 @@ def record(
     flat = tuple(c for c, _, _ in _probe._resolve_coordinates(params0, coordinates))
     ptx = _probe.probe(tx, flat, buffer_size=num_steps)
     takes_value = isinstance(tx, optax.GradientTransformationExtraArgs)
+    first_instance = _system._check_positive_int("first_instance", first_instance, minimum=0)
+    base = jax.random.key(seed)
+    keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(
+        jnp.arange(first_instance, first_instance + num_instances)
+    )
+    one = _instance_run(ptx, problem, num_steps, takes_value)
+    # instances one after another: batching a learned optimizer's graph with vmap compiles
+    # far slower than the run it would speed up
+    losses, state = jax.jit(lambda ks: jax.lax.map(one, ks))(keys)
+    return _recording(losses, state)
+
+
+def _instance_run(
+    ptx: optax.GradientTransformation, problem: Problem, num_steps: int, takes_value: bool
+) -> Callable[[jax.Array], tuple[jax.Array, Any]]:
+    """``key -> (losses, probe state)``: the probed optimizer on one instance of ``problem``."""
 
     def one(key):
         k_sample, k_steps = jax.random.split(key)
@@ -154,14 +170,11 @@ def record(
         final = problem.loss(params, data, keys[-1])
         return jnp.concatenate([losses, final[None]]), state
 
-    first_instance = _system._check_positive_int("first_instance", first_instance, minimum=0)
-    base = jax.random.key(seed)
-    keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(
-        jnp.arange(first_instance, first_instance + num_instances)
-    )
-    # instances one after another: batching a learned optimizer's graph with vmap compiles
-    # far slower than the run it would speed up
-    losses, state = jax.jit(lambda ks: jax.lax.map(one, ks))(keys)
+    return one
+
+
+def _recording(losses: jax.Array, state: Any) -> Recording:
+    """A `Recording` from the instances' losses and their probes' ring buffers."""
     # ring buffers: (instances, T, K[, n]) -> (T, instances * K[, n])
     grads = np.moveaxis(np.asarray(state.gradients), 0, 1)
     ups = np.moveaxis(np.asarray(state.updates), 0, 1)

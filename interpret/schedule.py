@@ -80,8 +80,7 @@ def fit_schedule(
     system = _system._as_system(tx)
     num_steps = _system._check_positive_int("num_steps", num_steps)
     num_samples = _system._check_positive_int("num_samples", num_samples)
-    if not gradient_scale > 0:
-        raise ValueError(f"gradient_scale: expected a positive number, got {gradient_scale!r}.")
+    _system._check_positive("gradient_scale", gradient_scale)
     g = gradient_scale * jax.random.normal(
         jax.random.key(seed), (num_samples, num_steps), system.dtype
     )
@@ -111,8 +110,7 @@ def zero_gradient_schedule(
     """
     system = _system._as_system(tx)
     num_steps = _system._check_positive_int("num_steps", num_steps)
-    if not (np.isfinite(gradient_scale) and gradient_scale > 0):
-        raise ValueError(f"gradient_scale: expected a positive number, got {gradient_scale!r}.")
+    _system._check_positive("gradient_scale", gradient_scale)
     s = jnp.asarray(gradient_scale, system.dtype)
 
     def body(carry, _):

@@ -307,10 +307,16 @@ def _check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
     return int(value)
 
 
+def _check_positive(name: str, value: Any) -> None:
+    """Raises a ValueError naming ``name`` unless ``value`` is a finite positive number."""
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(f"{name}: expected a positive number, got {value!r}.")
+
+
 def _check_optional_positive(name: str, value: Any) -> None:
     """Raises a ValueError naming ``name`` unless ``value`` is None or a finite positive number."""
-    if value is not None and not (np.isfinite(value) and value > 0):
-        raise ValueError(f"{name}: expected a positive number, got {value!r}.")
+    if value is not None:
+        _check_positive(name, value)
 
 
 def _vector(name: str, values: Any, ndim: int = 1) -> np.ndarray:

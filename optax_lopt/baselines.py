@@ -31,7 +31,7 @@ from optax_lopt import _checks
 from optax_lopt.evaluation import (
     EvaluationResult,
     _check_family,
-    _check_tx,
+    _check_transforms,
     _optional_steps,
     evaluate,
     instance_keys,
@@ -155,14 +155,7 @@ def tune(
     """
     _check_family(family)
     factory, default_grid = OPTIMIZERS[_check_optimizer(optimizer)]
-    if grid is not None and not isinstance(grid, Mapping):
-        raise ValueError(f"grid: expected a dict or None, got {type(grid).__name__}.")
-    grid = dict(default_grid if grid is None else grid)
-    if set(grid) != set(default_grid):
-        raise ValueError(
-            f"grid: expected keys {sorted(default_grid)} for {optimizer}, got {sorted(grid)}."
-        )
-    grid = {k: _numbers(f"grid[{k!r}]", v, _checks.finite) for k, v in grid.items()}
+    grid = _check_grid(grid, default_grid, optimizer)
     learning_rates = _numbers("learning_rates", learning_rates, _checks.positive)
     num_instances = _checks.positive_int("num_instances", num_instances)
     num_steps = _optional_steps(num_steps)
@@ -179,6 +172,39 @@ def tune(
         return _from_json(cache_path)
 
     keys = instance_keys("tune", num_instances)
+    table = _grid_scores(factory, family, keys, num_steps, learning_rates, grid)
+    best, score = min(table, key=lambda row: row[1])
+    result = TuningResult(optimizer, best, score, tuple(table))
+    if cache_path:
+        _to_json(cache_path, result, description)
+    return result
+
+
+def _check_grid(grid: Any, default_grid: dict[str, tuple], optimizer: str) -> dict[str, tuple]:
+    """``grid`` (None: ``default_grid``) with exactly the default's keys, values checked."""
+    if grid is not None and not isinstance(grid, Mapping):
+        raise ValueError(f"grid: expected a dict or None, got {type(grid).__name__}.")
+    grid = dict(default_grid if grid is None else grid)
+    if set(grid) != set(default_grid):
+        raise ValueError(
+            f"grid: expected keys {sorted(default_grid)} for {optimizer}, got {sorted(grid)}."
+        )
+    return {k: _numbers(f"grid[{k!r}]", v, _checks.finite) for k, v in grid.items()}
+
+
+def _grid_scores(
+    factory: Callable[..., optax.GradientTransformation],
+    family: TaskFamily,
+    keys: jax.Array,
+    num_steps: int | None,
+    learning_rates: tuple[float, ...],
+    grid: dict[str, tuple[float, ...]],
+) -> list[tuple[dict[str, float], float]]:
+    """Every setting of ``grid`` x ``learning_rates`` with its mean meta-objective.
+
+    All learning rates of one setting of the other hyperparameters run in one jitted,
+    vmapped call.
+    """
     names = sorted(grid)
     table: list[tuple[dict[str, float], float]] = []
     for values in itertools.product(*(grid[n] for n in names)):
@@ -196,11 +222,7 @@ def tune(
             learning_rates, np.asarray(scores(jnp.asarray(learning_rates))), strict=True
         ):
             table.append(({"learning_rate": lr, **others}, float(s)))
-    best, score = min(table, key=lambda row: row[1])
-    result = TuningResult(optimizer, best, score, tuple(table))
-    if cache_path:
-        _to_json(cache_path, result, description)
-    return result
+    return table
 
 
 @dataclasses.dataclass(frozen=True)
@@ -256,34 +278,17 @@ def compare(
     Raises:
       ValueError: if a candidate's label is also a baseline's name, or ``optimizers`` is
         empty or names an unknown baseline.
-
-    References:
-      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
-      mechanisms", arXiv 2011.02159.
     """
-    if isinstance(optimizers, str) or not isinstance(optimizers, Sequence) or not optimizers:
-        raise ValueError(
-            f"optimizers: expected a non-empty sequence of baseline names from "
-            f"{sorted(OPTIMIZERS)}, got {optimizers!r}."
-        )
-    optimizers = tuple(_check_optimizer(o, f"optimizers[{i}]") for i, o in enumerate(optimizers))
-    if not isinstance(candidates, Mapping):
-        raise ValueError(
-            f"candidates: expected a mapping label -> optax transformation, got "
-            f"{type(candidates).__name__}."
-        )
-    for label, tx in candidates.items():
-        _check_tx(f"candidates[{label!r}]", tx)
+    optimizers = _check_optimizers(optimizers)
+    _check_transforms("candidates", candidates)
     _check_family(family)
     num_instances = _checks.positive_int("num_instances", num_instances)
     num_tuning_instances = _checks.positive_int("num_tuning_instances", num_tuning_instances)
     clash = sorted(set(candidates) & set(optimizers))
     if clash:
         raise ValueError(f"candidates: labels {clash} clash with the baselines' names.")
-    transforms: dict[str, optax.GradientTransformation] = {}
-    hyperparams = {}
-    for name in optimizers:
-        tuned = tune(
+    tuned = {
+        name: tune(
             family,
             name,
             learning_rates=learning_rates,
@@ -292,12 +297,23 @@ def compare(
             num_steps=num_steps,
             cache_dir=cache_dir,
         )
-        transforms[name] = tuned.transform()
-        hyperparams[name] = tuned.hyperparams
+        for name in optimizers
+    }
+    transforms = {name: result.transform() for name, result in tuned.items()}
     transforms.update(candidates)
     results = evaluate(transforms, family, num_instances=num_instances, num_steps=num_steps)
     best = min(optimizers, key=lambda name: results[name].objective)
-    return Comparison(results, hyperparams, best)
+    return Comparison(results, {name: r.hyperparams for name, r in tuned.items()}, best)
+
+
+def _check_optimizers(optimizers: Any) -> tuple[str, ...]:
+    """A non-empty sequence of baseline names, each one of `OPTIMIZERS`."""
+    if isinstance(optimizers, str) or not isinstance(optimizers, Sequence) or not optimizers:
+        raise ValueError(
+            f"optimizers: expected a non-empty sequence of baseline names from "
+            f"{sorted(OPTIMIZERS)}, got {optimizers!r}."
+        )
+    return tuple(_check_optimizer(o, f"optimizers[{i}]") for i, o in enumerate(optimizers))
 
 
 def _cache_path(cache_dir: str | None, description: dict[str, Any]) -> str | None:

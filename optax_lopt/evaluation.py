@@ -53,6 +53,17 @@ def _check_tx(name: str, tx: Any) -> None:
         )
 
 
+def _check_transforms(name: str, transforms: Any) -> None:
+    """``transforms`` must map labels to optax transformations (``name[label]`` if not)."""
+    if not isinstance(transforms, Mapping):
+        raise ValueError(
+            f"{name}: expected a mapping label -> optax transformation, got "
+            f"{type(transforms).__name__}."
+        )
+    for label, tx in transforms.items():
+        _check_tx(f"{name}[{label!r}]", tx)
+
+
 def _check_family(family: Any) -> None:
     if not isinstance(family, TaskFamily):
         raise ValueError(f"family: expected a TaskFamily, got {type(family).__name__}.")
@@ -164,13 +175,7 @@ def evaluate(
       ValueError: an optimizer is not an optax transformation, ``family`` is not a
         `TaskFamily`, or ``num_instances`` / ``num_steps`` is not a positive integer.
     """
-    if not isinstance(optimizers, Mapping):
-        raise ValueError(
-            f"optimizers: expected a mapping label -> optax transformation, got "
-            f"{type(optimizers).__name__}."
-        )
-    for name, tx in optimizers.items():
-        _check_tx(f"optimizers[{name!r}]", tx)
+    _check_transforms("optimizers", optimizers)
     _check_family(family)
     num_steps = _optional_steps(num_steps)
     num_instances = _checks.positive_int("num_instances", num_instances)
@@ -233,10 +238,6 @@ def plot_panels(panels: Mapping[str, Mapping[str, EvaluationResult]], path: str)
 
     Raises:
       ValueError: if ``panels`` is empty.
-
-    References:
-      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
-      mechanisms", arXiv 2011.02159 (Fig. 1).
     """
     if not panels:
         raise ValueError("panels: expected at least one panel, got none.")

@@ -1,4 +1,4 @@
-"""The optax contract of DESIGN.md, run against every registered architecture."""
+"""The optax contract of docs/guides/use.md, run against every registered architecture."""
 
 from __future__ import annotations
 

@@ -162,9 +162,7 @@ def _pes_main():
     print(json.dumps(result))
 
 
-@pytest.mark.skipif(
-    not os.environ.get("OPTAX_LOPT_SLOW_TESTS"), reason="slow (~15 s CPU): OPTAX_LOPT_SLOW_TESTS=1"
-)
+@pytest.mark.slow
 def test_pes_four_devices_match_one_device():
     env = dict(
         os.environ,

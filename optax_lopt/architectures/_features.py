@@ -565,47 +565,57 @@ def mlp_updates(
     Returns:
       One update per leaf, of the leaf's shape and its features' dtype.
     """
-    per_leaf_bias = isinstance(first_bias, (list, tuple))
-    per_leaf_step = isinstance(step_mult, (list, tuple))
     groups: dict[Any, list[int]] = {}
     for i, feats in enumerate(features):
         solo = i if feats[0].size >= SOLO_SIZE else None
         groups.setdefault((jnp.dtype(feats[0].dtype), solo), []).append(i)
     results: list[Any] = [None] * len(features)
     for (dtype, _), idx in groups.items():
-        shapes = [features[i][0].shape for i in idx]
         sizes = [features[i][0].size for i in idx]
-        if len(idx) == 1:
-            flat = [f.reshape(-1) for f in features[idx[0]]]
-        else:
-            flat = [
-                jnp.concatenate([features[i][k].reshape(-1) for i in idx])
-                for k in range(len(features[idx[0]]))
-            ]
-        if per_leaf_bias:
-            fan_out = first_bias[idx[0]].shape[0]
-            bias = [
-                _per_coordinate([first_bias[i][j] for i in idx], sizes, dtype)
-                for j in range(fan_out)
-            ]
-        else:
-            bias = first_bias
+        flat = _concatenated(features, idx)
+        bias = _group_bias(first_bias, idx, sizes, dtype)
         step = (
             _per_coordinate([step_mult[i] for i in idx], sizes, dtype)
-            if per_leaf_step
-            else (step_mult)
+            if isinstance(step_mult, (list, tuple))
+            else step_mult
         )
         direction, magnitude = elementwise_mlp(flat, net["mlp"], bias)
         skip_dir, skip_mag = elementwise_dense(flat, net["skip"]["w"], jnp.zeros((2,), dtype))
         update = direction_magnitude_step(
             direction + skip_dir, magnitude + skip_mag, step, exp_mult
         )
-        offsets = [0]
-        for n in sizes:
-            offsets.append(offsets[-1] + n)
-        for k, i in enumerate(idx):
-            results[i] = update[offsets[k] : offsets[k + 1]].reshape(shapes[k])
+        shapes = [features[i][0].shape for i in idx]
+        for i, u in zip(idx, _split_flat(update, sizes, shapes), strict=True):
+            results[i] = u
     return results
+
+
+def _concatenated(features: Sequence[Sequence[jax.Array]], idx: Sequence[int]) -> list[jax.Array]:
+    """Each feature of the leaves ``idx``, flattened and concatenated over those leaves."""
+    if len(idx) == 1:
+        return [f.reshape(-1) for f in features[idx[0]]]
+    return [
+        jnp.concatenate([features[i][k].reshape(-1) for i in idx])
+        for k in range(len(features[idx[0]]))
+    ]
+
+
+def _group_bias(first_bias: Any, idx: Sequence[int], sizes: Sequence[int], dtype: Any) -> Any:
+    """``first_bias`` for the leaves ``idx``: per coordinate when it is given per leaf."""
+    if not isinstance(first_bias, (list, tuple)):
+        return first_bias
+    fan_out = first_bias[idx[0]].shape[0]
+    return [_per_coordinate([first_bias[i][j] for i in idx], sizes, dtype) for j in range(fan_out)]
+
+
+def _split_flat(
+    flat: jax.Array, sizes: Sequence[int], shapes: Sequence[tuple[int, ...]]
+) -> list[jax.Array]:
+    """Cuts a concatenation of leaves of ``sizes`` entries back into arrays of ``shapes``."""
+    offsets = [0]
+    for n in sizes:
+        offsets.append(offsets[-1] + n)
+    return [flat[offsets[k] : offsets[k + 1]].reshape(shape) for k, shape in enumerate(shapes)]
 
 
 def direction_magnitude_step(

@@ -213,42 +213,50 @@ class MLPLOpt(LearnedOptimizer):
                 grads,
             )
             time_bias = F.step_embedding(count, self.timescales) @ theta["time"]["w"]
-
-            # Without params the parameter feature is zero (XLA folds it away).
-            ps = jax.tree.map(jnp.zeros_like, grads) if params is None else params
             treedef = jax.tree.structure(grads)
-            m_leaves = [treedef.flatten_up_to(m) for m in momenta]
-            m_corr = [F.bias_correction(d, count) for d in decays]
-            v_corr = F.bias_correction(beta2, count)
-            features = []
-            for i, (g, v, p) in enumerate(
-                zip(
-                    treedef.flatten_up_to(grads),
-                    treedef.flatten_up_to(second),
-                    treedef.flatten_up_to(ps),
-                    strict=True,
-                )
-            ):
-                g = g.astype(v.dtype)
-                p = jnp.asarray(p).astype(v.dtype)
-                ms = [lm[i] * c for lm, c in zip(m_leaves, m_corr, strict=True)]
-                r = jax.lax.rsqrt(v_corr * v + F.RSQRT_EPS)
-                feats, _ = F.build_features(p, g, ms, [r], v_corr * F.mean(v), limit=limit)
-                features.append(feats)
-            leaves = F.mlp_updates(features, theta, time_bias, self.step_mult, self.exp_mult)
-            if self.antisymmetric:
-                # Features 0 (p / rms(p)) and 2 + K (r * s) do not change sign with g.
-                even = (0, 2 + len(decays))
-                flipped = [
-                    [f if k in even else -f for k, f in enumerate(feats)] for feats in features
-                ]
-                mirror = F.mlp_updates(flipped, theta, time_bias, self.step_mult, self.exp_mult)
-                leaves = [0.5 * (a - b) for a, b in zip(leaves, mirror, strict=True)]
-            if self.anneal_after is not None:
-                factor = F.anneal_factor(count, self.anneal_after, self.anneal_power)
-                leaves = [u * factor.astype(u.dtype) for u in leaves]
+            features = self._features(treedef, grads, momenta, second, params, count, limit)
+            leaves = self._updates(features, theta, time_bias, count)
             new_updates = treedef.unflatten(leaves)
             reference = updates if params is None else params
             return _numerics.cast_like(new_updates, reference), MLPLOptState(count, momenta, second)
 
         return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+    def _features(self, treedef, grads, momenta, second, params, count, limit):
+        """Per leaf, the list of network inputs (see the class docstring)."""
+        decays = self.momentum_decays
+        # Without params the parameter feature is zero (XLA folds it away).
+        ps = jax.tree.map(jnp.zeros_like, grads) if params is None else params
+        m_leaves = [treedef.flatten_up_to(m) for m in momenta]
+        m_corr = [F.bias_correction(d, count) for d in decays]
+        v_corr = F.bias_correction(self.second_moment_decay, count)
+        features = []
+        for i, (g, v, p) in enumerate(
+            zip(
+                treedef.flatten_up_to(grads),
+                treedef.flatten_up_to(second),
+                treedef.flatten_up_to(ps),
+                strict=True,
+            )
+        ):
+            g = g.astype(v.dtype)
+            p = jnp.asarray(p).astype(v.dtype)
+            ms = [lm[i] * c for lm, c in zip(m_leaves, m_corr, strict=True)]
+            r = jax.lax.rsqrt(v_corr * v + F.RSQRT_EPS)
+            feats, _ = F.build_features(p, g, ms, [r], v_corr * F.mean(v), limit=limit)
+            features.append(feats)
+        return features
+
+    def _updates(self, features, theta, time_bias, count):
+        """The network's update per leaf, made odd in ``g`` and annealed where configured."""
+        leaves = F.mlp_updates(features, theta, time_bias, self.step_mult, self.exp_mult)
+        if self.antisymmetric:
+            # Features 0 (p / rms(p)) and 2 + K (r * s) do not change sign with g.
+            even = (0, 2 + len(self.momentum_decays))
+            flipped = [[f if k in even else -f for k, f in enumerate(feats)] for feats in features]
+            mirror = F.mlp_updates(flipped, theta, time_bias, self.step_mult, self.exp_mult)
+            leaves = [0.5 * (a - b) for a, b in zip(leaves, mirror, strict=True)]
+        if self.anneal_after is not None:
+            factor = F.anneal_factor(count, self.anneal_after, self.anneal_power)
+            leaves = [u * factor.astype(u.dtype) for u in leaves]
+        return leaves

@@ -78,32 +78,46 @@ def probe_meta_optimizers(
     num_trainees = _checks.positive_int("num_trainees", num_trainees)
     outer_loop.check_estimator(estimator)
     root = jax.random.key(seed)
-
-    def keys(stream):
-        base = jax.random.fold_in(root, stream)
-        return jax.vmap(lambda k: jax.random.fold_in(base, k))(jnp.arange(num_trainees))
-
-    trainee_keys, estimator_keys, step_keys = keys(0), keys(1), keys(2)
-
-    def one_trainee(tx, trainee_key, estimator_key, step_key):
-        update = outer_loop.optax_update(tx)
-        theta = lopt.init(trainee_key)
-        carry = (theta, tx.init(theta), estimator.init(theta, estimator_key))
-
-        def body(carry, t):
-            out = outer_loop.meta_step(estimator, update, *carry, jax.random.fold_in(step_key, t))
-            return (out.theta, out.opt_state, out.estimator_state), out.metrics["meta_loss"]
-
-        _, losses = jax.lax.scan(body, carry, jnp.arange(num_steps))
-        return losses
+    keys = tuple(_stream_keys(root, stream, num_trainees) for stream in range(3))
 
     def one_optimizer(tx):
-        return jax.vmap(lambda a, b, c: one_trainee(tx, a, b, c))(
-            trainee_keys, estimator_keys, step_keys
-        )
+        def trainee(trainee_key, estimator_key, step_key):
+            return _trainee_losses(
+                estimator, lopt, tx, trainee_key, estimator_key, step_key, num_steps
+            )
+
+        return jax.vmap(trainee)(*keys)
 
     if meta_optimizer is not None:
         losses = jax.jit(lambda: one_optimizer(meta_optimizer)[None])()
     else:
         losses = jax.jit(jax.vmap(lambda th: one_optimizer(lopt.transform(th))))(optimizer_thetas)
     return np.asarray(losses)
+
+
+def _stream_keys(root: jax.Array, stream: int, num_trainees: int) -> jax.Array:
+    """``[num_trainees]`` keys of one stream (0: trainees, 1: estimator states, 2: steps)."""
+    base = jax.random.fold_in(root, stream)
+    return jax.vmap(lambda k: jax.random.fold_in(base, k))(jnp.arange(num_trainees))
+
+
+def _trainee_losses(
+    estimator: Any,
+    lopt: LearnedOptimizer,
+    tx: optax.GradientTransformation,
+    trainee_key: jax.Array,
+    estimator_key: jax.Array,
+    step_key: jax.Array,
+    num_steps: int,
+) -> jax.Array:
+    """``[num_steps]`` meta-losses of one fresh trainee meta-trained by ``tx``."""
+    update = outer_loop.optax_update(tx)
+    theta = lopt.init(trainee_key)
+    carry = (theta, tx.init(theta), estimator.init(theta, estimator_key))
+
+    def body(carry, t):
+        out = outer_loop.meta_step(estimator, update, *carry, jax.random.fold_in(step_key, t))
+        return (out.theta, out.opt_state, out.estimator_state), out.metrics["meta_loss"]
+
+    _, losses = jax.lax.scan(body, carry, jnp.arange(num_steps))
+    return losses

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from optax_lopt import serialization
+from optax_lopt import _checks, serialization
 from optax_lopt.base import LearnedOptimizer, MetaParams
 from optax_lopt.meta import _progress, checkpoint, metrics_log
 
@@ -232,10 +232,10 @@ class LoopOptions:
     """How `run` writes, shows and resumes a run (none of it changes the weights).
 
     Attributes:
-      workdir: where ``metrics.jsonl``, checkpoints and ``final/`` go; None: nothing is
-        written or resumed.
-      checkpoint_every: a checkpoint every this many outer steps (and at the end).
-      max_to_keep: how many checkpoints are kept.
+      workdir: where ``metrics.jsonl``, checkpoints and ``final/`` go (any path-like, kept as
+        a ``str``); None: nothing is written or resumed.
+      checkpoint_every: a checkpoint every this many outer steps (and at the end; >= 1).
+      max_to_keep: how many checkpoints are kept (>= 1).
       async_checkpointing: write checkpoints in a background thread.
       progress: draw a progress bar (None: only on a terminal).
       progress_stream: where the bar and the resume notice go (``sys.stderr`` when None).
@@ -251,6 +251,13 @@ class LoopOptions:
     progress_stream: TextIO | None = None
     on_step: Callable[[int, dict[str, Any]], None] | None = None
     progress_key: str = "meta_loss"
+
+    def __post_init__(self) -> None:
+        # The trainers pass their arguments straight through: the checks live here, once.
+        if self.workdir is not None:
+            object.__setattr__(self, "workdir", os.fspath(self.workdir))
+        for name in ("checkpoint_every", "max_to_keep"):
+            object.__setattr__(self, name, _checks.positive_int(name, getattr(self, name)))
 
 
 class SettingMismatchError(ValueError):

@@ -45,9 +45,13 @@ def cap_loss(loss: Any) -> Any:
 
 
 def running_loss(previous: Any, loss: Any, step: Any, decay: float) -> Any:
-    """The EMA of the capped meta-loss; at ``step == 0`` the capped loss itself."""
+    """The EMA of the capped meta-loss; at ``step == 0`` the capped loss itself.
+
+    Like `cap_loss`: a NumPy (or Python) ``loss`` gives NumPy, anything else ``jax.numpy``.
+    """
+    xp = np if isinstance(loss, (np.ndarray, np.generic, float, int)) else jnp
     capped = cap_loss(loss)
-    return jnp.where(step == 0, capped, decay * previous + (1 - decay) * capped)
+    return xp.where(step == 0, capped, decay * previous + (1 - decay) * capped)
 
 
 def take(tree: Any, index: jax.Array) -> Any:

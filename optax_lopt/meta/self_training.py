@@ -142,6 +142,14 @@ def _check_population(theta: MetaParams, population_size: int) -> None:
         )
 
 
+def _check_start(lopt: LearnedOptimizer, theta: MetaParams | None, population_size: int) -> None:
+    """A given ``theta`` must be a stacked population; otherwise ``lopt`` must start random."""
+    if theta is None:
+        _check_random_init(lopt)
+    else:
+        _check_population(theta, population_size)
+
+
 class SelfTrainer:
     """Trains a population of learned optimizers with learned optimizers from itself.
 
@@ -222,19 +230,16 @@ class SelfTrainer:
         self.ema_decay = _checks.in_unit_interval("ema_decay", ema_decay, closed_low=True)
         self.seed = _checks.integer("seed", seed)
         self.options = outer_loop.LoopOptions(
-            workdir=None if workdir is None else os.fspath(workdir),
-            checkpoint_every=_checks.positive_int("checkpoint_every", checkpoint_every),
-            max_to_keep=_checks.positive_int("max_to_keep", max_to_keep),
+            workdir=workdir,
+            checkpoint_every=checkpoint_every,
+            max_to_keep=max_to_keep,
             async_checkpointing=async_checkpointing,
             progress=progress,
             progress_stream=progress_stream,
             on_step=on_step,
             progress_key="best_ema_meta_loss",
         )
-        if theta is None:
-            _check_random_init(lopt)
-        else:
-            _check_population(theta, self.population_size)
+        _check_start(lopt, theta, self.population_size)
 
         self.estimator = estimator
         self.lopt = lopt
@@ -255,8 +260,7 @@ class SelfTrainer:
 
     @workdir.setter
     def workdir(self, value: str | os.PathLike | None) -> None:
-        path = None if value is None else os.fspath(value)
-        self.options = dataclasses.replace(self.options, workdir=path)
+        self.options = dataclasses.replace(self.options, workdir=value)
 
     # ----------------------------------------------------------------- pure functions
 

@@ -24,6 +24,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from optax_lopt import _checks
+
 TASK_AXIS = "tasks"
 """Name of the mesh axis the task batch is split over."""
 
@@ -72,7 +74,7 @@ def task_shardings(tree: Any, mesh: Mesh, num_tasks: int) -> Any:
             f"mesh: expected a mesh with a {TASK_AXIS!r} axis, got axes {mesh.axis_names}."
         )
     size = mesh.shape[TASK_AXIS]
-    if not isinstance(num_tasks, int) or num_tasks < 1 or num_tasks % size:
+    if not _checks.is_int(num_tasks) or num_tasks < 1 or num_tasks % size:
         raise ValueError(
             f"num_tasks: expected a positive multiple of the {size} devices on the "
             f"{TASK_AXIS!r} axis, got {num_tasks!r}."

@@ -157,9 +157,9 @@ class MetaTrainer:
         self.seed = _checks.integer("seed", seed)
         self.clip_norm = None if clip_norm is None else _checks.positive("clip_norm", clip_norm)
         self.options = outer_loop.LoopOptions(
-            workdir=None if workdir is None else os.fspath(workdir),
-            checkpoint_every=_checks.positive_int("checkpoint_every", checkpoint_every),
-            max_to_keep=_checks.positive_int("max_to_keep", max_to_keep),
+            workdir=workdir,
+            checkpoint_every=checkpoint_every,
+            max_to_keep=max_to_keep,
             async_checkpointing=async_checkpointing,
             progress=progress,
             progress_stream=progress_stream,
@@ -203,8 +203,7 @@ class MetaTrainer:
 
     @workdir.setter
     def workdir(self, value: str | os.PathLike | None) -> None:
-        path = None if value is None else os.fspath(value)
-        self.options = dataclasses.replace(self.options, workdir=path)
+        self.options = dataclasses.replace(self.options, workdir=value)
 
     def _state_shardings(self, abstract: TrainState) -> TrainState:
         copy = sharding.replicated(self.mesh)
