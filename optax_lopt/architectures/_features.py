@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 
 from optax_lopt import _checks, _numerics
+from optax_lopt.architectures._dense import muladd_dense
 
 FEATURE_LIMIT = 1e15
 """Features are clipped to this magnitude before normalisation, so that the mean of their
@@ -486,8 +487,9 @@ def elementwise_dense(
 
     ``b`` is a ``(fan_out,)`` array or a sequence of ``fan_out`` arrays broadcastable to the
     inputs (per-coordinate biases). Written as scalar-times-array multiply-adds so that XLA
-    fuses a chain of such layers, with the feature computations, into one elementwise loop;
-    inputs of at most `DOT_MAX_SIZE` entries use one ``dot`` instead (see there).
+    fuses a chain of such layers, with the feature computations, into one elementwise loop
+    (`muladd_dense`, whose derivative stays one contraction per layer); inputs of at most
+    `DOT_MAX_SIZE` entries use one ``dot`` instead (see there).
     """
     fan_in, fan_out = w.shape
     if fan_in != len(inputs):
@@ -496,14 +498,8 @@ def elementwise_dense(
     if inputs[0].size <= DOT_MAX_SIZE:
         out = jnp.stack(inputs, axis=-1) @ w.astype(dtype)
         return [out[..., j] + jnp.asarray(b[j]).astype(dtype) for j in range(fan_out)]
-    w_flat = list(w.astype(dtype).reshape(-1))
-    outs = []
-    for j in range(fan_out):
-        acc = jnp.asarray(b[j]).astype(dtype)
-        for i in range(fan_in):
-            acc = acc + inputs[i] * w_flat[i * fan_out + j]
-        outs.append(acc)
-    return outs
+    biases = tuple(jnp.asarray(b[j]).astype(dtype) for j in range(fan_out))
+    return list(muladd_dense(tuple(inputs), w.astype(dtype), biases))
 
 
 def elementwise_mlp(
