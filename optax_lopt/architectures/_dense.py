@@ -6,7 +6,7 @@ fuses a chain of such layers, together with the feature computations, into one e
 loop, which is the fastest forward pass on a CPU. Its automatic derivative is not: the
 transpose of every ``x[i] * w[i, j]`` with respect to the scalar ``w[i, j]`` is a separate
 reduction over all coordinates, ``fan_in * fan_out`` of them per layer, so a meta-gradient
-through one optimizer step costs about a hundred forward passes.
+through one optimizer step costs many times its forward pass.
 
 `muladd_dense` keeps the multiply-add primal and gives JAX a forward-mode rule in which the
 weights' tangent enters through one ``stack(x) @ t_w``; reverse mode transposes that into one
@@ -62,12 +62,13 @@ def _muladd_dense_jvp(primals, tangents):
     inputs, w, biases = primals
     t_inputs, t_w, t_biases = tangents
     shape, dtype = inputs[0].shape, inputs[0].dtype
-    terms: list[list[jax.Array]] = [[] for _ in range(w.shape[1])]
+    fan_out = w.shape[1]
+    zero = jnp.zeros((), dtype)
+    terms: list[list[jax.Array]] = [[] for _ in range(fan_out)]
     live = [i for i, t in enumerate(t_inputs) if not _is_zero(t)]
     if live:
-        zero = jnp.zeros((), dtype)
         rows = w[np.asarray(live)]
-        via_inputs = _muladd([t_inputs[i] for i in live], rows, [zero] * len(terms))
+        via_inputs = _muladd([t_inputs[i] for i in live], rows, [zero] * fan_out)
         for j, t in enumerate(via_inputs):
             terms[j].append(t)
     scalar = [j for j, t in enumerate(t_biases) if not _is_zero(t) and jnp.ndim(t) == 0]
@@ -76,13 +77,11 @@ def _muladd_dense_jvp(primals, tangents):
         # indexing): in reverse mode it transposes into one contraction over the contiguous
         # coordinate axis for w, one reduction for the scalar biases and one concatenate,
         # instead of fan_in * fan_out reductions and fan_out pad-adds.
-        fan_out = len(terms)
         joint = jnp.zeros((fan_out, *shape), dtype)
         if not _is_zero(t_w):
             stacked = jnp.stack(inputs).reshape(len(inputs), -1)
             joint = (t_w.T @ stacked).reshape(fan_out, *shape)
         if scalar:
-            zero = jnp.zeros((), dtype)
             column = jnp.stack([t_biases[j] if j in scalar else zero for j in range(fan_out)])
             joint = joint + column.reshape((fan_out,) + (1,) * len(shape))
         for j, t in enumerate(jnp.split(joint, fan_out)):
@@ -90,9 +89,7 @@ def _muladd_dense_jvp(primals, tangents):
     for j, t in enumerate(t_biases):
         if not _is_zero(t) and j not in scalar:
             terms[j].append(t)
-    t_out = tuple(
-        jnp.broadcast_to(sum(ts[1:], ts[0]) if ts else jnp.zeros((), dtype), shape) for ts in terms
-    )
+    t_out = tuple(jnp.broadcast_to(sum(ts[1:], ts[0]) if ts else zero, shape) for ts in terms)
     return _dot_dense(inputs, w, biases), t_out
 
 
