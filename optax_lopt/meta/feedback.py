@@ -45,8 +45,10 @@ def probe_meta_optimizers(
 ) -> np.ndarray:
     """Meta-losses of fresh trainees meta-trained by each given optimizer.
 
-    Trainee ``k`` starts at ``lopt.init(fold_in(key(seed), k))`` with estimator state from
-    ``estimator.init``, and for ``num_steps`` outer steps gets
+    With ``keys = optax_lopt.meta.outer_loop.seed_keys(seed)``, the keys of the trainers' own
+    runs, trainee ``k`` starts at ``lopt.init(fold_in(keys.theta, k))`` with estimator state
+    ``estimator.init(theta_k, fold_in(keys.estimator, k))``, draws outer step ``t``'s key as
+    ``fold_in(fold_in(keys.step, k), t)``, and for ``num_steps`` outer steps gets
     ``theta_k <- theta_k + optimizer.update(g_k, s_k, theta_k, value=meta_loss_k)``, where the
     optimizer is ``lopt.transform(optimizer_thetas[s])`` for snapshot ``s`` (or
     ``meta_optimizer``, a plain optax transformation, as a reference).
@@ -60,7 +62,8 @@ def probe_meta_optimizers(
       meta_optimizer: an optax transformation to probe instead (then ``S = 1``).
       num_steps: outer steps per trainee (>= 1).
       num_trainees: fresh trainees per snapshot (>= 1).
-      seed: key of the trainees, their estimator states and the outer steps.
+      seed: the seed of the trainees, their estimator states and the outer steps (the key
+        streams of `optax_lopt.meta.outer_loop.seed_keys`).
 
     Returns:
       ``[S, num_trainees, num_steps]`` meta-losses, the one of outer step ``t`` measured before
@@ -77,8 +80,11 @@ def probe_meta_optimizers(
     num_steps = _checks.positive_int("num_steps", num_steps)
     num_trainees = _checks.positive_int("num_trainees", num_trainees)
     outer_loop.check_estimator(estimator)
-    root = jax.random.key(seed)
-    keys = tuple(_stream_keys(root, stream, num_trainees) for stream in range(3))
+    seeded = outer_loop.seed_keys(seed)
+    keys = tuple(
+        _trainee_keys(stream, num_trainees)
+        for stream in (seeded.theta, seeded.estimator, seeded.step)
+    )
 
     def one_optimizer(tx):
         def trainee(trainee_key, estimator_key, step_key):
@@ -95,10 +101,9 @@ def probe_meta_optimizers(
     return np.asarray(losses)
 
 
-def _stream_keys(root: jax.Array, stream: int, num_trainees: int) -> jax.Array:
-    """``[num_trainees]`` keys of one stream (0: trainees, 1: estimator states, 2: steps)."""
-    base = jax.random.fold_in(root, stream)
-    return jax.vmap(lambda k: jax.random.fold_in(base, k))(jnp.arange(num_trainees))
+def _trainee_keys(stream: jax.Array, num_trainees: int) -> jax.Array:
+    """``[num_trainees]`` keys ``fold_in(stream, k)`` of one `seed_keys` stream."""
+    return jax.vmap(lambda k: jax.random.fold_in(stream, k))(jnp.arange(num_trainees))
 
 
 def _trainee_losses(

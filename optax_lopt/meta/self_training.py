@@ -43,8 +43,8 @@ docs' self-training results page has the measured comparisons.
 
 The whole population advances in one jitted call: the outer loop's `meta_step`, vmapped
 over members (the ``"best"`` rule gathers the members' running losses and ``theta`` across
-that vmap axis). The random key of
-outer step ``t`` is ``fold_in(key(seed), t)``, so a run resumed from a checkpoint (the whole
+that vmap axis). The random key of outer step ``t`` is ``fold_in(seed_keys(seed).step, t)``
+(`optax_lopt.meta.outer_loop.seed_keys`), so a run resumed from a checkpoint (the whole
 population, written with orbax) ends exactly where an uninterrupted run ends. With a
 ``workdir``, ``<workdir>/metrics.jsonl`` gets one record per outer step with every member's
 meta-loss, running meta-loss, gradient norm, skip flag, which member optimized it

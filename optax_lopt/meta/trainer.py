@@ -6,8 +6,9 @@ any optax transformation (the meta-optimizer). A meta-gradient with a NaN or inf
 is never applied, nor is an update that would make ``theta`` non-finite: the step is counted
 as skipped and ``theta`` and the meta-optimizer state stay as they were. Everything in one
 outer step is a single jitted function of the training state; the random key of step ``t``
-is ``fold_in(key(seed), t)``, so a run resumed from a checkpoint draws exactly the
-randomness an uninterrupted run draws and ends at the same ``theta``.
+is ``fold_in(seed_keys(seed).step, t)`` (`optax_lopt.meta.outer_loop.seed_keys`), so a run
+resumed from a checkpoint draws exactly the randomness an uninterrupted run draws and ends
+at the same ``theta``.
 
 When given a ``workdir`` the trainer appends one JSON line per outer step to
 ``<workdir>/metrics.jsonl``, writes an orbax checkpoint every ``checkpoint_every`` steps
