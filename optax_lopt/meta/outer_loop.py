@@ -438,3 +438,63 @@ def run(
     if workdir is not None and lead:
         _save_final(algorithm, workdir, state)
     return state
+
+
+class Trainer:
+    """The host side every trainer on `run` shares: ``workdir``, `restore` and `train`.
+
+    A subclass (`optax_lopt.meta.MetaTrainer`, `optax_lopt.meta.SelfTrainer`) is an
+    `Algorithm`; its constructor sets ``self.options`` (a `LoopOptions`),
+    ``self._abstract_state`` (the training state's ``ShapeDtypeStruct`` tree, shardings
+    included) and ``self.state = None``, and ``_result(state)`` says what `train` returns.
+    """
+
+    options: LoopOptions
+    state: Any
+    _abstract_state: Any
+
+    @property
+    def workdir(self) -> str | None:
+        """The run directory (None: nothing written or resumed)."""
+        return self.options.workdir
+
+    @workdir.setter
+    def workdir(self, value: str | os.PathLike | None) -> None:
+        self.options = dataclasses.replace(self.options, workdir=value)
+
+    def restore(self) -> Any | None:
+        """The training state of the newest usable checkpoint in ``workdir``, or None.
+
+        Raises:
+          ValueError: if the checkpoint was written with another value of a setting that
+            ``recorded_settings()`` records (the seed, the ``MetaTrainer``'s ``config``, the
+            ``SelfTrainer``'s population size and rule; a `SettingMismatchError` naming it),
+            or matches no part of this run's training state.
+        """
+        return restore(
+            self.workdir, self._abstract_state, self.recorded_settings(), self.options.max_to_keep
+        )
+
+    def train(self, num_outer_steps: int) -> MetaParams:
+        """Runs outer steps until ``num_outer_steps`` are done, resuming if it can.
+
+        Args:
+          num_outer_steps: the total number of outer steps of the run (counting those done
+            before a resume).
+
+        Returns:
+          The trained meta-parameters: the ``MetaTrainer``'s ``theta``, the ``SelfTrainer``'s
+          best member (lowest running meta-loss). The whole training state (the whole
+          population) is left in ``self.state``. If the workdir's checkpoint is already past
+          ``num_outer_steps``, those of that checkpoint.
+
+        Raises:
+          ValueError: if ``num_outer_steps`` is not a non-negative integer.
+        """
+        num_outer_steps = _checks.non_negative_int("num_outer_steps", num_outer_steps)
+        self.state = run(self, num_outer_steps, self.options, self._abstract_state)
+        return self._result(self.state)
+
+    def _result(self, state: Any) -> MetaParams:
+        """What `train` returns from the final training state."""
+        raise NotImplementedError

@@ -62,7 +62,6 @@ References:
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Callable
 from typing import Any, NamedTuple, TextIO
@@ -150,7 +149,7 @@ def _check_start(lopt: LearnedOptimizer, theta: MetaParams | None, population_si
         _check_population(theta, population_size)
 
 
-class SelfTrainer:
+class SelfTrainer(outer_loop.Trainer):
     """Trains a population of learned optimizers with learned optimizers from itself.
 
     Args:
@@ -174,16 +173,18 @@ class SelfTrainer:
       ema_decay: decay of the running meta-loss, in ``[0, 1)``.
       theta: optional initial meta-parameters with a leading ``[P]`` axis (a stacked
         population); by default ``lopt.init`` on ``P`` independent keys from ``seed``.
-      workdir: directory for ``metrics.jsonl``, checkpoints and the final best member; when
-        None nothing is written or resumed.
+      workdir: directory for ``metrics.jsonl``, checkpoints and the final best member; None:
+        nothing is written or resumed. This and the other host arguments
+        (``checkpoint_every``, ``max_to_keep``, ``progress``, ``progress_stream``,
+        ``on_step``, ``async_checkpointing``) are the fields of
+        `optax_lopt.meta.outer_loop.LoopOptions`, documented there; none changes the weights.
       seed: the only source of randomness.
-      checkpoint_every: write a checkpoint every this many outer steps (and at the end).
-      max_to_keep: how many checkpoints to keep.
-      progress: draw a progress bar (None: only on a terminal).
-      progress_stream: where the progress bar goes (``sys.stderr`` when None).
-      on_step: optional ``on_step(step, record)`` called on the host after every outer step
-        with the record written to ``metrics.jsonl``.
-      async_checkpointing: write checkpoints in a background thread.
+      checkpoint_every: see ``workdir``.
+      max_to_keep: see ``workdir``.
+      progress: see ``workdir``.
+      progress_stream: see ``workdir``.
+      on_step: see ``workdir``.
+      async_checkpointing: see ``workdir``.
 
     Raises:
       ValueError: for an argument of the wrong kind or out of range; the message names it.
@@ -252,15 +253,6 @@ class SelfTrainer:
         self._step = jax.jit(self._step_fn)
         self._reset = jax.jit(self._reset_fn)
         self._abstract_state = checkpoint.abstract_like(jax.eval_shape(self._init_fn))
-
-    @property
-    def workdir(self) -> str | None:
-        """The run directory (None: nothing written or resumed)."""
-        return self.options.workdir
-
-    @workdir.setter
-    def workdir(self, value: str | os.PathLike | None) -> None:
-        self.options = dataclasses.replace(self.options, workdir=value)
 
     # ----------------------------------------------------------------- pure functions
 
@@ -439,17 +431,6 @@ class SelfTrainer:
             "rule": self.rule,
         }
 
-    def restore(self) -> PopulationState | None:
-        """The population of the newest usable checkpoint in ``workdir``, or None.
-
-        Raises:
-          ValueError: if the checkpoint was written with another seed, population size or
-            rule (the message names it).
-        """
-        return outer_loop.restore(
-            self.workdir, self._abstract_state, self.recorded_settings(), self.options.max_to_keep
-        )
-
     def record(self, step: int, metrics: dict[str, Any]) -> dict[str, Any]:
         """The ``metrics.jsonl`` line of outer step ``step`` from its host metrics."""
         host = {k: outer_loop.to_python(v) for k, v in metrics.items()}
@@ -473,19 +454,5 @@ class SelfTrainer:
         }
         return self.lopt, self.best_theta(state), metadata
 
-    def train(self, num_outer_steps: int) -> MetaParams:
-        """Runs outer steps until ``num_outer_steps`` are done, resuming if it can.
-
-        Args:
-          num_outer_steps: the total number of outer steps (counting those before a resume).
-
-        Returns:
-          The best member's ``theta`` (lowest running meta-loss); the whole population is in
-          ``self.state``.
-
-        Raises:
-          ValueError: if ``num_outer_steps`` is not a non-negative integer.
-        """
-        num_outer_steps = _checks.non_negative_int("num_outer_steps", num_outer_steps)
-        self.state = outer_loop.run(self, num_outer_steps, self.options, self._abstract_state)
-        return self.best_theta(self.state)
+    def _result(self, state: PopulationState) -> MetaParams:
+        return self.best_theta(state)

@@ -26,7 +26,6 @@ References:
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, TextIO
@@ -80,7 +79,7 @@ def _check_mesh(mesh: Any, estimator: Any, num_tasks: int | None) -> int:
     return num_tasks
 
 
-class MetaTrainer:
+class MetaTrainer(outer_loop.Trainer):
     """Meta-trains ``theta`` with a gradient estimator and an optax meta-optimizer.
 
     Args:
@@ -93,22 +92,24 @@ class MetaTrainer:
       lopt: the learned optimizer whose ``theta`` is trained. Used to initialise ``theta``
         (unless ``theta`` is given) and to write the final weights with ``optax_lopt.save``.
       theta: initial meta-parameters; ``lopt.init`` with a key from ``seed`` when None.
-      workdir: directory for ``metrics.jsonl``, checkpoints and the final weights. When None
-        nothing is written and nothing is resumed.
+      workdir: directory for ``metrics.jsonl``, checkpoints and the final weights; None:
+        nothing is written or resumed. This and the other host arguments
+        (``checkpoint_every``, ``max_to_keep``, ``progress``, ``progress_stream``,
+        ``on_step``, ``async_checkpointing``) are the fields of
+        `optax_lopt.meta.outer_loop.LoopOptions`, documented there; none changes the weights.
       seed: the only source of randomness; the same seed gives the same ``theta``.
       clip_norm: if set, meta-gradients are scaled down to at most this global L2 norm.
-      checkpoint_every: write a checkpoint every this many outer steps (and at the end).
-      max_to_keep: how many checkpoints to keep.
+      checkpoint_every: see ``workdir``.
+      max_to_keep: see ``workdir``.
       mesh: a 1-D device mesh from `optax_lopt.meta.task_mesh`; when given, the task batch
         (leaves of the estimator state with leading dimension ``num_tasks``) is sharded over
         it and everything else is replicated.
       num_tasks: size of the task batch, needed with ``mesh``; read from
         ``estimator.num_tasks`` when None.
-      progress: draw a progress bar on ``progress_stream``: None draws only on a terminal.
-      progress_stream: where the progress bar goes; ``sys.stderr`` when None.
-      on_step: optional ``on_step(step, record)`` called on the host after every outer step
-        with the record written to ``metrics.jsonl``.
-      async_checkpointing: write checkpoints in a background thread.
+      progress: see ``workdir``.
+      progress_stream: see ``workdir``.
+      on_step: see ``workdir``.
+      async_checkpointing: see ``workdir``.
       config: optional JSON settings of the run (e.g. an example's flags): recorded with
         every checkpoint, and a resume whose value of one differs is refused with an error
         naming it (`optax_lopt.meta.outer_loop.SettingMismatchError`).
@@ -196,15 +197,6 @@ class MetaTrainer:
             self._step = jax.jit(self._step_fn, out_shardings=(self._shardings, copy, copy))
             self._reset = jax.jit(self._reset_fn, out_shardings=self._shardings)
         self._abstract_state = checkpoint.abstract_like(abstract, self._shardings)
-
-    @property
-    def workdir(self) -> str | None:
-        """The run directory (None: nothing written or resumed)."""
-        return self.options.workdir
-
-    @workdir.setter
-    def workdir(self, value: str | os.PathLike | None) -> None:
-        self.options = dataclasses.replace(self.options, workdir=value)
 
     def _state_shardings(self, abstract: TrainState) -> TrainState:
         copy = sharding.replicated(self.mesh)
@@ -320,31 +312,5 @@ class MetaTrainer:
         }
         return self.lopt, state.theta, metadata
 
-    def restore(self) -> TrainState | None:
-        """The training state of the newest usable checkpoint in ``workdir``, or None.
-
-        Raises:
-          ValueError: if the checkpoint was written with another seed or ``config`` value
-            (the message names it), or matches no part of this run's training state.
-        """
-        return outer_loop.restore(
-            self.workdir, self._abstract_state, self.recorded_settings(), self.options.max_to_keep
-        )
-
-    def train(self, num_outer_steps: int) -> MetaParams:
-        """Runs outer steps until ``num_outer_steps`` are done, resuming if it can.
-
-        Args:
-          num_outer_steps: the total number of outer steps of the run (counting those done
-            before a resume).
-
-        Returns:
-          The final meta-parameters ``theta`` (also left in ``self.state.theta``). If the
-          workdir's checkpoint is already past ``num_outer_steps``, its ``theta``.
-
-        Raises:
-          ValueError: if ``num_outer_steps`` is not a non-negative integer.
-        """
-        num_outer_steps = _checks.non_negative_int("num_outer_steps", num_outer_steps)
-        self.state = outer_loop.run(self, num_outer_steps, self.options, self._abstract_state)
-        return self.state.theta
+    def _result(self, state: TrainState) -> MetaParams:
+        return state.theta
