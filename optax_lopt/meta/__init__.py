@@ -12,13 +12,13 @@ from optax_lopt.meta.metrics_log import read_metrics
 from optax_lopt.meta.mixture_estimator import Mixture
 from optax_lopt.meta.outer_loop import MetaStep, SettingMismatchError, meta_step
 from optax_lopt.meta.pes import PES, PESState
-from optax_lopt.meta.plotting import plot_population
 from optax_lopt.meta.self_training import PopulationState, SelfTrainer
 from optax_lopt.meta.sharding import TASK_AXIS, task_mesh, task_shardings
 from optax_lopt.meta.trainer import MetaTrainer, TrainState
 from optax_lopt.meta.truncated_bptt import TruncatedBPTT
 from optax_lopt.meta.truncated_es import TruncatedES
 from optax_lopt.meta.unroll import Trajectory, UnrollState
+from optax_lopt.plotting import plot_population
 
 __all__: list[str] = [
     # estimators, unrolls, meta-losses

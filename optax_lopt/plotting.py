@@ -1,6 +1,14 @@
-"""Figures of meta-training runs, kept out of the algorithms that produce the records.
+"""Figures: loss curves of evaluated optimizers and the records of meta-training runs.
+
+The one home of the package's plotting, kept out of the code that produces what it draws.
+`plot_loss_curves` and `plot_panels` draw `optax_lopt.evaluation.evaluate`'s results (also
+importable from `optax_lopt.evaluation`); `plot_population` draws a self-training run's
+``metrics.jsonl`` records (also ``optax_lopt.meta.plot_population``). matplotlib is imported
+only when a figure is drawn, with the ``Agg`` backend.
 
 References:
+  Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
+  mechanisms", arXiv 2011.02159 (Figure 1: loss curves, mean and spread over instances).
   Metz, Freeman, Maheswaranathan, Sohl-Dickstein, "Training Learned Optimizers with
   Randomly Initialized Learned Optimizers", arXiv 2101.07367.
 """
@@ -8,9 +16,80 @@ References:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from optax_lopt.evaluation import EvaluationResult
+
+# ----------------------------------------------------------------- evaluation
+
+
+def _draw_panel(
+    ax: Any, results: Mapping[str, EvaluationResult], title: str, colors: Mapping[str, str]
+) -> None:
+    for name, result in results.items():
+        steps = np.arange(len(result.mean_curve))
+        lower = np.maximum(result.mean_curve - result.sem_curve, 1e-12)
+        color = colors[name]
+        ax.plot(steps, result.mean_curve, color=color, label=f"{name} ({result.objective:.3g})")
+        ax.fill_between(steps, lower, result.mean_curve + result.sem_curve, color=color, alpha=0.25)
+    ax.set_yscale("log")
+    # A diverging baseline would stretch the axis over many decades: cap it above the start.
+    starts = [float(r.mean_curve[0]) for r in results.values()]
+    starts = [s for s in starts if np.isfinite(s) and s > 0]
+    if starts:
+        ax.set_ylim(top=10.0 * max(starts))
+    ax.set_xlabel("step")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+
+
+def plot_loss_curves(results: Mapping[str, EvaluationResult], path: str, title: str = "") -> None:
+    """Writes a PNG of mean loss +/- s.e.m. per optimizer, log scale, as in the paper's Fig. 1.
+
+    Args:
+      results: label -> `EvaluationResult` (from `optax_lopt.evaluation.evaluate`).
+      path: output PNG path.
+      title: figure title (e.g. the task name).
+    """
+    plot_panels({title: results}, path)
+
+
+def plot_panels(panels: Mapping[str, Mapping[str, EvaluationResult]], path: str) -> None:
+    """Writes one PNG with a loss-curve panel per task, side by side, like the paper's Fig. 1.
+
+    Each panel shows every optimizer's mean training loss +/- s.e.m. over the held-out
+    instances on a log scale; the legend gives each optimizer's meta-objective.
+
+    Args:
+      panels: panel title (e.g. the task name) -> label -> `EvaluationResult`.
+      path: output PNG path.
+
+    Raises:
+      ValueError: if ``panels`` is empty.
+    """
+    if not panels:
+        raise ValueError("panels: expected at least one panel, got none.")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.5), dpi=100)
+    axes = np.atleast_1d(axes)
+    labels = list(dict.fromkeys(name for results in panels.values() for name in results))
+    colors = {name: f"C{i % 10}" for i, name in enumerate(labels)}  # one colour per optimizer
+    for ax, (title, results) in zip(axes, panels.items(), strict=True):
+        _draw_panel(ax, results, title, colors)
+    axes[0].set_ylabel("training loss (mean ± s.e.m.)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------- meta-training runs
 
 
 def plot_population(
