@@ -10,7 +10,7 @@ scalars are accepted wherever the matching Python type is (``np.int64(4)`` is an
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -38,9 +38,13 @@ def integer(name: str, value: Any, *, minimum: int | None = None) -> int:
     return int(value)
 
 
+def _is_positive_int(value: Any) -> bool:
+    return is_int(value) and value >= 1
+
+
 def positive_int(name: str, value: Any) -> int:
     """``value`` as a positive ``int``."""
-    if not is_int(value) or value < 1:
+    if not _is_positive_int(value):
         raise _fail(name, "a positive integer", value)
     return int(value)
 
@@ -125,3 +129,96 @@ def at_least(name: str, value: Any, bound: float) -> float:
     if not is_real(value) or not math.isfinite(float(value)) or value < bound:
         raise _fail(name, f"a finite number >= {bound:g}", value)
     return float(value)
+
+
+def optional(check: Callable[..., Any], name: str, value: Any, **kwargs: Any) -> Any:
+    """None when ``value`` is None, else ``check(name, value, **kwargs)``."""
+    return None if value is None else check(name, value, **kwargs)
+
+
+def instance(
+    name: str,
+    value: Any,
+    kind: type | tuple[type, ...] | Callable[[Any], bool],
+    expected: str,
+    *,
+    error: type[Exception] = ValueError,
+) -> Any:
+    """``value`` itself when it is an instance of ``kind`` (or ``kind(value)`` is true).
+
+    Args:
+      name: the argument's name.
+      value: what came.
+      kind: a class, a tuple of classes, or a predicate of the value.
+      expected: what was expected, as the message says it (``"a TaskFamily"``).
+      error: the exception raised (``ValueError``; ``optax_lopt.save`` raises ``TypeError``).
+
+    Raises:
+      ``error``: ``"{name}: expected {expected}, got {type of value}."``
+    """
+    ok = isinstance(value, kind) if isinstance(kind, (type, tuple)) else kind(value)
+    if not ok:
+        raise error(f"{name}: expected {expected}, got {type(value).__name__}.")
+    return value
+
+
+def learned_optimizer(name: str, value: Any, *, error: type[Exception] = ValueError) -> Any:
+    """``value`` if it is an ``optax_lopt.LearnedOptimizer``."""
+    from optax_lopt.base import LearnedOptimizer
+
+    return instance(name, value, LearnedOptimizer, "a LearnedOptimizer", error=error)
+
+
+def task_family(name: str, value: Any) -> Any:
+    """``value`` if it is an ``optax_lopt.tasks.TaskFamily``."""
+    from optax_lopt.tasks.base import TaskFamily
+
+    return instance(name, value, TaskFamily, "a TaskFamily")
+
+
+def gradient_transformation(name: str, value: Any) -> Any:
+    """``value`` if it is an ``optax.GradientTransformation``."""
+    import optax
+
+    return instance(name, value, optax.GradientTransformation, "an optax.GradientTransformation")
+
+
+def transforms(name: str, value: Any) -> Any:
+    """``value`` if it maps labels to optax transformations (``name[label]`` names a bad one)."""
+    if not isinstance(value, Mapping):
+        raise ValueError(
+            f"{name}: expected a mapping label -> optax transformation, got {type(value).__name__}."
+        )
+    for label, tx in value.items():
+        gradient_transformation(f"{name}[{label!r}]", tx)
+    return value
+
+
+def value_range(name: str, value: Any, *, positive: bool = True) -> tuple[float, float]:
+    """``value`` as a pair ``(low, high)`` of finite floats, ``low <= high`` (both > 0 when
+    ``positive``); Python or NumPy numbers, in a tuple or list."""
+    ok = isinstance(value, (tuple, list)) and len(value) == 2
+    if ok:
+        low, high = value
+        ok = (
+            is_real(low)
+            and is_real(high)
+            and math.isfinite(float(low))
+            and math.isfinite(float(high))
+            and low <= high
+            and (not positive or low > 0)
+        )
+    if not ok:
+        kind = "finite positive numbers" if positive else "finite numbers"
+        raise ValueError(
+            f"{name}: expected a pair (low, high) of {kind} with low <= high, got {value!r}."
+        )
+    return (float(value[0]), float(value[1]))
+
+
+def positive_ints(name: str, value: Any) -> tuple[int, ...]:
+    """``value`` as a non-empty tuple of positive ints; Python or NumPy integers, in a tuple or
+    list."""
+    if not isinstance(value, (tuple, list)) or not value or not all(map(_is_positive_int, value)):
+        raise ValueError(f"{name}: expected a non-empty tuple of positive integers, got {value!r}.")
+    return tuple(int(v) for v in value)

@@ -30,9 +30,6 @@ import optax
 from optax_lopt import _checks
 from optax_lopt.evaluation import (
     EvaluationResult,
-    _check_family,
-    _check_transforms,
-    _optional_steps,
     evaluate,
     instance_keys,
     objective,
@@ -153,12 +150,12 @@ def tune(
     Raises:
       ValueError: an argument is not what is documented here (the message names it).
     """
-    _check_family(family)
+    _checks.task_family("family", family)
     factory, default_grid = OPTIMIZERS[_check_optimizer(optimizer)]
     grid = _check_grid(grid, default_grid, optimizer)
     learning_rates = _numbers("learning_rates", learning_rates, _checks.positive)
     num_instances = _checks.positive_int("num_instances", num_instances)
-    num_steps = _optional_steps(num_steps)
+    num_steps = _checks.optional(_checks.positive_int, "num_steps", num_steps)
     description = {
         "family": repr(family),
         "optimizer": optimizer,
@@ -280,8 +277,8 @@ def compare(
         empty or names an unknown baseline.
     """
     optimizers = _check_optimizers(optimizers)
-    _check_transforms("candidates", candidates)
-    _check_family(family)
+    _checks.transforms("candidates", candidates)
+    _checks.task_family("family", family)
     num_instances = _checks.positive_int("num_instances", num_instances)
     num_tuning_instances = _checks.positive_int("num_tuning_instances", num_tuning_instances)
     clash = sorted(set(candidates) & set(optimizers))

@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -49,33 +48,6 @@ def instance_keys(split: str, num_instances: int) -> jax.Array:
     return jax.random.split(jax.random.key(SPLITS[split]), num_instances)
 
 
-def _check_tx(name: str, tx: Any) -> None:
-    if not isinstance(tx, optax.GradientTransformation):
-        raise ValueError(
-            f"{name}: expected an optax.GradientTransformation, got {type(tx).__name__}."
-        )
-
-
-def _check_transforms(name: str, transforms: Any) -> None:
-    """``transforms`` must map labels to optax transformations (``name[label]`` if not)."""
-    if not isinstance(transforms, Mapping):
-        raise ValueError(
-            f"{name}: expected a mapping label -> optax transformation, got "
-            f"{type(transforms).__name__}."
-        )
-    for label, tx in transforms.items():
-        _check_tx(f"{name}[{label!r}]", tx)
-
-
-def _check_family(family: Any) -> None:
-    if not isinstance(family, TaskFamily):
-        raise ValueError(f"family: expected a TaskFamily, got {type(family).__name__}.")
-
-
-def _optional_steps(num_steps: Any) -> int | None:
-    return None if num_steps is None else _checks.positive_int("num_steps", num_steps)
-
-
 def run_on_instances(
     tx: optax.GradientTransformation,
     family: TaskFamily,
@@ -96,9 +68,9 @@ def run_on_instances(
     Raises:
       ValueError: ``tx``, ``family`` or ``num_steps`` is not what is documented here.
     """
-    _check_tx("tx", tx)
-    _check_family(family)
-    num_steps = _optional_steps(num_steps)
+    _checks.gradient_transformation("tx", tx)
+    _checks.task_family("family", family)
+    num_steps = _checks.optional(_checks.positive_int, "num_steps", num_steps)
     num_steps = family.num_steps if num_steps is None else num_steps
     takes_value = isinstance(tx, optax.GradientTransformationExtraArgs)
 
@@ -178,9 +150,9 @@ def evaluate(
       ValueError: an optimizer is not an optax transformation, ``family`` is not a
         `TaskFamily`, or ``num_instances`` / ``num_steps`` is not a positive integer.
     """
-    _check_transforms("optimizers", optimizers)
-    _check_family(family)
-    num_steps = _optional_steps(num_steps)
+    _checks.transforms("optimizers", optimizers)
+    _checks.task_family("family", family)
+    num_steps = _checks.optional(_checks.positive_int, "num_steps", num_steps)
     num_instances = _checks.positive_int("num_instances", num_instances)
     keys = instance_keys("test", num_instances)
     results = {}

@@ -88,8 +88,7 @@ def save(
         leaf is named); ``metadata`` is not a JSON-serialisable dict.
     """
     path = _checks.path("path", path)
-    if not isinstance(lopt, LearnedOptimizer):
-        raise TypeError(f"lopt: expected a LearnedOptimizer, got {type(lopt).__name__}.")
+    _checks.learned_optimizer("lopt", lopt, error=TypeError)
     _check_theta(lopt, theta)
     if metadata is not None and not isinstance(metadata, dict):
         raise ValueError(

@@ -55,3 +55,50 @@ def test_path_accepts_str_and_pathlike_only(tmp_path):
     for bad in (None, 3, b"a", "", True):
         with pytest.raises(ValueError, match=r"^path: expected a non-empty str or os.PathLike"):
             _checks.path("path", bad)
+
+
+def test_instance_names_the_argument_what_was_expected_and_what_came():
+    assert _checks.instance("n", 3, int, "an int") == 3
+    assert _checks.instance("n", 3, lambda v: v > 2, "more than 2") == 3
+    with pytest.raises(ValueError, match=r"^n: expected an int, got str\.$"):
+        _checks.instance("n", "3", int, "an int")
+    with pytest.raises(TypeError, match=r"^n: expected more than 2, got int\.$"):
+        _checks.instance("n", 1, lambda v: v > 2, "more than 2", error=TypeError)
+
+
+def test_named_instance_checks():
+    import optax
+
+    import optax_lopt
+    from optax_lopt import tasks
+
+    lopt = optax_lopt.LearnableSGDM()
+    assert _checks.learned_optimizer("lopt", lopt) is lopt
+    with pytest.raises(TypeError, match=r"^lopt: expected a LearnedOptimizer, got dict"):
+        _checks.learned_optimizer("lopt", {}, error=TypeError)
+    with pytest.raises(ValueError, match=r"^base: expected a TaskFamily, got str"):
+        _checks.task_family("base", "rosenbrock")
+    sgd = optax.sgd(0.1)
+    assert _checks.transforms("opts", {"sgd": sgd}) == {"sgd": sgd}
+    with pytest.raises(ValueError, match=r"^opts\['a'\]: expected an optax.GradientTransformation"):
+        _checks.transforms("opts", {"a": optax.sgd})
+    assert _checks.task_family("family", tasks.Rosenbrock()) == tasks.Rosenbrock()
+
+
+def test_optional_passes_none_through():
+    assert _checks.optional(_checks.positive_int, "num_steps", None) is None
+    assert _checks.optional(_checks.positive_int, "num_steps", np.int64(3)) == 3
+    with pytest.raises(ValueError, match=r"^num_steps: expected a positive integer"):
+        _checks.optional(_checks.positive_int, "num_steps", 0)
+
+
+def test_value_range_and_positive_ints():
+    assert _checks.value_range("r", [np.float32(0.5), 2]) == (0.5, 2.0)
+    assert _checks.value_range("r", (-1, 1), positive=False) == (-1.0, 1.0)
+    for bad in ((0, 1), (2, 1), (1, float("inf")), (1,), "ab"):
+        with pytest.raises(ValueError, match=r"^r: expected a pair \(low, high\) of finite"):
+            _checks.value_range("r", bad)
+    assert _checks.positive_ints("w", [np.int64(4), 2]) == (4, 2)
+    for bad in ((), (0,), (True,), (2.0,), 3):
+        with pytest.raises(ValueError, match=r"^w: expected a non-empty tuple of positive"):
+            _checks.positive_ints("w", bad)

@@ -23,7 +23,7 @@ import chex
 
 from optax_lopt import _checks
 from optax_lopt.base import LearnedOptimizer, MetaParams
-from optax_lopt.meta.meta_losses import MetaLoss
+from optax_lopt.meta.meta_losses import LOSS_CLIP, MetaLoss
 from optax_lopt.tasks.base import TaskFamily
 
 EstimatorState = Any
@@ -73,13 +73,11 @@ class TaskBatchEstimator(GradientEstimator):
     num_tasks: int = 8
     horizon: int | None = None
     meta_loss: str = "mean_normalized"
-    loss_clip: float = 1e3
+    loss_clip: float = LOSS_CLIP
 
     def __post_init__(self) -> None:
-        if not isinstance(self.lopt, LearnedOptimizer):
-            raise ValueError(f"lopt: expected a LearnedOptimizer, got {type(self.lopt).__name__}.")
-        if not isinstance(self.family, TaskFamily):
-            raise ValueError(f"family: expected a TaskFamily, got {type(self.family).__name__}.")
+        _checks.learned_optimizer("lopt", self.lopt)
+        _checks.task_family("family", self.family)
         normal = {"num_tasks": _checks.positive_int("num_tasks", self.num_tasks)}
         if self.horizon is not None:
             normal["horizon"] = _checks.positive_int("horizon", self.horizon)

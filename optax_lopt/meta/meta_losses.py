@@ -33,6 +33,8 @@ import jax
 import jax.numpy as jnp
 
 META_LOSS_NAMES = ("mean_normalized", "log_mean_normalized", "final", "validation")
+LOSS_CLIP = 1e3
+"""The default ``clip`` of every meta-loss (and of the estimators' ``loss_clip``)."""
 _FLOOR = 1e-12
 
 
@@ -46,7 +48,7 @@ class MetaLoss:
     """
 
     name: str = "mean_normalized"
-    clip: float = 1e3
+    clip: float = LOSS_CLIP
 
     def __post_init__(self) -> None:
         if self.name not in META_LOSS_NAMES:
@@ -108,6 +110,6 @@ class MetaLoss:
         return total / num_steps
 
 
-def meta_loss(name: str, clip: float = 1e3) -> MetaLoss:
+def meta_loss(name: str, clip: float = LOSS_CLIP) -> MetaLoss:
     """Returns the `MetaLoss` called ``name`` (one of ``META_LOSS_NAMES``)."""
     return MetaLoss(name, clip)

@@ -70,15 +70,14 @@ def seed_keys(seed: int) -> SeedKeys:
 
 def check_estimator(estimator: Any, name: str = "estimator") -> Any:
     """``estimator`` if it has ``init(theta, key)`` and ``meta_gradient(theta, state, key)``."""
-    if not (
-        callable(getattr(estimator, "init", None))
-        and callable(getattr(estimator, "meta_gradient", None))
-    ):
-        raise ValueError(
-            f"{name}: expected a GradientEstimator with init(theta, key) and "
-            f"meta_gradient(theta, state, key), got {type(estimator).__name__}."
-        )
-    return estimator
+    return _checks.instance(
+        name,
+        estimator,
+        lambda e: (
+            callable(getattr(e, "init", None)) and callable(getattr(e, "meta_gradient", None))
+        ),
+        "a GradientEstimator with init(theta, key) and meta_gradient(theta, state, key)",
+    )
 
 
 def check_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:

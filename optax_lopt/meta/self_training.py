@@ -219,8 +219,7 @@ class SelfTrainer(outer_loop.Trainer):
         async_checkpointing: bool = True,
     ) -> None:
         outer_loop.check_estimator(estimator)
-        if not isinstance(lopt, LearnedOptimizer):
-            raise ValueError(f"lopt: expected a LearnedOptimizer, got {type(lopt).__name__}.")
+        _checks.learned_optimizer("lopt", lopt)
         self.population_size = _checks.integer("population_size", population_size, minimum=2)
         self.rule = _checks.one_of("rule", rule, RULES)
         self.exploit_every = _checks.positive_int("exploit_every", exploit_every)

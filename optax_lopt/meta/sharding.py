@@ -74,7 +74,8 @@ def task_shardings(tree: Any, mesh: Mesh, num_tasks: int) -> Any:
             f"mesh: expected a mesh with a {TASK_AXIS!r} axis, got axes {mesh.axis_names}."
         )
     size = mesh.shape[TASK_AXIS]
-    if not _checks.is_int(num_tasks) or num_tasks < 1 or num_tasks % size:
+    num_tasks = _checks.positive_int("num_tasks", num_tasks)
+    if num_tasks % size:
         raise ValueError(
             f"num_tasks: expected a positive multiple of the {size} devices on the "
             f"{TASK_AXIS!r} axis, got {num_tasks!r}."

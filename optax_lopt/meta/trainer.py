@@ -68,8 +68,7 @@ class TrainState(NamedTuple):
 
 def _check_mesh(mesh: Any, estimator: Any, num_tasks: int | None) -> int:
     """The task batch size to shard over ``mesh`` (``estimator.num_tasks`` when None)."""
-    if not isinstance(mesh, jax.sharding.Mesh):
-        raise ValueError(f"mesh: expected a jax.sharding.Mesh, got {type(mesh).__name__}.")
+    _checks.instance("mesh", mesh, jax.sharding.Mesh, "a jax.sharding.Mesh")
     num_tasks = getattr(estimator, "num_tasks", None) if num_tasks is None else num_tasks
     if num_tasks is None:
         raise ValueError(
@@ -147,17 +146,12 @@ class MetaTrainer(outer_loop.Trainer):
         final_metadata: Mapping[str, Any] | None = None,
     ) -> None:
         outer_loop.check_estimator(estimator)
-        if not isinstance(meta_optimizer, optax.GradientTransformation):
-            raise ValueError(
-                "meta_optimizer: expected an optax.GradientTransformation, got "
-                f"{type(meta_optimizer).__name__}."
-            )
-        if lopt is not None and not isinstance(lopt, LearnedOptimizer):
-            raise ValueError(f"lopt: expected a LearnedOptimizer, got {type(lopt).__name__}.")
+        _checks.gradient_transformation("meta_optimizer", meta_optimizer)
+        _checks.optional(_checks.learned_optimizer, "lopt", lopt)
         if lopt is None and theta is None:
             raise ValueError("lopt: expected a LearnedOptimizer (or an initial theta), got None.")
         self.seed = _checks.integer("seed", seed)
-        self.clip_norm = None if clip_norm is None else _checks.positive("clip_norm", clip_norm)
+        self.clip_norm = _checks.optional(_checks.positive, "clip_norm", clip_norm)
         self.options = outer_loop.LoopOptions(
             workdir=workdir,
             checkpoint_every=checkpoint_every,

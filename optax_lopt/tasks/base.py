@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -122,7 +121,7 @@ def set_checked(
     """Replaces field ``name`` of the frozen dataclass ``family`` by its checked value.
 
     ``check(name, value, **kwargs)`` is one of `optax_lopt._checks`'s checks (a positive int
-    by default) or :func:`check_range` / :func:`check_choices`; it raises a ValueError naming
+    by default, or its ``value_range`` / ``positive_ints``); it raises a ValueError naming
     the field, or returns the value normalised to Python types (``np.int64(5)`` becomes
     ``5``), which is stored so that families compare, hash and print alike however they were
     built.
@@ -134,37 +133,3 @@ def set_checked(
       **kwargs: passed on to ``check``.
     """
     object.__setattr__(family, name, check(name, getattr(family, name), **kwargs))
-
-
-def check_range(name: str, value: Any, *, positive: bool = True) -> tuple[float, float]:
-    """``value`` as a pair ``(low, high)`` of finite floats, ``low <= high`` (both > 0 when
-    ``positive``); Python or NumPy numbers, in a tuple or list."""
-    ok = isinstance(value, (tuple, list)) and len(value) == 2
-    if ok:
-        low, high = value
-        ok = (
-            _checks.is_real(low)
-            and _checks.is_real(high)
-            and math.isfinite(float(low))
-            and math.isfinite(float(high))
-            and low <= high
-            and (not positive or low > 0)
-        )
-    if not ok:
-        kind = "finite positive numbers" if positive else "finite numbers"
-        raise ValueError(
-            f"{name}: expected a pair (low, high) of {kind} with low <= high, got {value!r}."
-        )
-    return (float(value[0]), float(value[1]))
-
-
-def check_choices(name: str, value: Any) -> tuple[int, ...]:
-    """``value`` as a non-empty tuple of positive ints; Python or NumPy integers, in a tuple or
-    list."""
-    if (
-        not isinstance(value, (tuple, list))
-        or not value
-        or not all(_checks.is_int(v) and v > 0 for v in value)
-    ):
-        raise ValueError(f"{name}: expected a non-empty tuple of positive integers, got {value!r}.")
-    return tuple(int(v) for v in value)

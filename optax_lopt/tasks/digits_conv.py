@@ -7,8 +7,9 @@ import dataclasses
 import flax.linen as nn
 import jax.numpy as jnp
 
+from optax_lopt import _checks
 from optax_lopt.tasks import _digits
-from optax_lopt.tasks.base import check_choices, set_checked
+from optax_lopt.tasks.base import set_checked
 
 
 class _Conv3x3(nn.Module):
@@ -81,9 +82,9 @@ class DigitsConv(_digits.MaskedDigitsFamily):
     num_steps: int = 200
 
     def __post_init__(self) -> None:
-        set_checked(self, "channels", check_choices)
+        set_checked(self, "channels", _checks.positive_ints)
         set_checked(self, "num_layers")
-        set_checked(self, "batch_sizes", check_choices)
+        set_checked(self, "batch_sizes", _checks.positive_ints)
         set_checked(self, "num_steps")
 
     @property

@@ -6,8 +6,9 @@ import dataclasses
 
 import flax.linen as nn
 
+from optax_lopt import _checks
 from optax_lopt.tasks import _digits
-from optax_lopt.tasks.base import check_choices, set_checked
+from optax_lopt.tasks.base import set_checked
 
 
 class _MaskedMLP(nn.Module):
@@ -52,9 +53,9 @@ class DigitsMLP(_digits.MaskedDigitsFamily):
     num_steps: int = 200
 
     def __post_init__(self) -> None:
-        set_checked(self, "widths", check_choices)
+        set_checked(self, "widths", _checks.positive_ints)
         set_checked(self, "num_layers")
-        set_checked(self, "batch_sizes", check_choices)
+        set_checked(self, "batch_sizes", _checks.positive_ints)
         set_checked(self, "num_steps")
 
     @property

@@ -8,7 +8,8 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from optax_lopt.tasks.base import TaskFamily, check_range, set_checked
+from optax_lopt import _checks
+from optax_lopt.tasks.base import TaskFamily, set_checked
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +39,7 @@ class LinearRegression(TaskFamily):
 
     def __post_init__(self) -> None:
         set_checked(self, "dim")
-        set_checked(self, "eigenvalue_range", check_range)
+        set_checked(self, "eigenvalue_range", _checks.value_range)
         set_checked(self, "num_steps")
 
     def sample_data(self, key: chex.PRNGKey) -> dict[str, jax.Array]:

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from optax_lopt import _checks
-from optax_lopt.tasks.base import TaskFamily, check_range, set_checked
+from optax_lopt.tasks.base import TaskFamily, set_checked
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +40,7 @@ class Quadratic(TaskFamily):
 
     def __post_init__(self) -> None:
         set_checked(self, "dim")
-        set_checked(self, "curvature_range", check_range)
+        set_checked(self, "curvature_range", _checks.value_range)
         set_checked(self, "noise_scale", _checks.non_negative)
         set_checked(self, "num_steps")
 

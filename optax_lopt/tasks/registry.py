@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from optax_lopt import _checks
-from optax_lopt.tasks.base import TaskFamily, check_range
+from optax_lopt.tasks.base import TaskFamily
 from optax_lopt.tasks.digits_conv import DigitsConv
 from optax_lopt.tasks.digits_mlp import DigitsMLP
 from optax_lopt.tasks.linear_regression import LinearRegression
@@ -76,4 +76,4 @@ def family(name: str, *, reparameterize: bool | tuple[float, float] = False, **k
             "reparameterize: expected True, False or a pair (low, high) of scales, got "
             f"{reparameterize!r}."
         )
-    return Reparameterized(fam, check_range("reparameterize", reparameterize))
+    return Reparameterized(fam, _checks.value_range("reparameterize", reparameterize))

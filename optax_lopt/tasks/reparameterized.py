@@ -9,7 +9,8 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from optax_lopt.tasks.base import TaskFamily, check_range, set_checked
+from optax_lopt import _checks
+from optax_lopt.tasks.base import TaskFamily, set_checked
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,11 +37,8 @@ class Reparameterized(TaskFamily):
     scale_range: tuple[float, float] = (1e-2, 1e2)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.base, TaskFamily):
-            raise ValueError(
-                f"base: expected a TaskFamily, got {self.base!r} ({type(self.base).__name__})."
-            )
-        set_checked(self, "scale_range", check_range)
+        _checks.task_family("base", self.base)
+        set_checked(self, "scale_range", _checks.value_range)
 
     @property
     def num_steps(self) -> int:  # type: ignore[override]

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import optax
 
 from optax_lopt import _checks
-from optax_lopt.tasks.base import TaskFamily, check_choices, set_checked
+from optax_lopt.tasks.base import TaskFamily, set_checked
 
 
 class _TanhMLP(nn.Module):
@@ -81,7 +81,7 @@ class TwoMoons(TaskFamily):
     def __post_init__(self) -> None:
         set_checked(self, "num_points")
         set_checked(self, "noise", _checks.non_negative)
-        set_checked(self, "hidden_sizes", check_choices)
+        set_checked(self, "hidden_sizes", _checks.positive_ints)
         set_checked(self, "l2", _checks.non_negative)
         set_checked(self, "num_steps")
 

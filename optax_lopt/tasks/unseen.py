@@ -43,7 +43,7 @@ import optax
 
 from optax_lopt import _checks
 from optax_lopt.tasks import _digits
-from optax_lopt.tasks.base import TaskFamily, check_choices, set_checked
+from optax_lopt.tasks.base import TaskFamily, set_checked
 
 CLASSIFICATION_DATASETS = {"breast_cancer": 2, "digits": 10, "iris": 3, "wine": 3}
 """Bundled classification data sets `BundledClassifier` takes, with their class counts."""
@@ -96,7 +96,7 @@ def _widths(name: str, value: Any) -> tuple[int, ...]:
     """``value`` as a tuple of positive ints; empty is allowed (no hidden layer)."""
     if isinstance(value, (tuple, list)) and len(value) == 0:
         return ()
-    return check_choices(name, value)
+    return _checks.positive_ints(name, value)
 
 
 def _optional_batch_size(family: Any) -> None:
