@@ -110,7 +110,7 @@ def measure(tx, spike: float, **kwargs) -> dict:
 def optimizers() -> dict:
     """Label -> transformation: every architecture's default, then every shipped optimizer."""
     out = {}
-    for name in optax_lopt.architectures():
+    for name in optax_lopt.architecture_names():
         lopt = optax_lopt.architecture(name)()
         out[f"{name}()"] = lopt.transform(lopt.init(jax.random.key(0)))
     rnn = optax_lopt.ComponentwiseRNN()

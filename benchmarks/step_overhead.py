@@ -2,7 +2,7 @@
 
 Setting (issue 2, item 7): an MLP-shaped pytree of ~1M float32 parameters (784-1024-256-10,
 weights and biases: 1,068,810 parameters), default configuration of every architecture in
-``optax_lopt.architectures()``, meta-parameters from ``init(jax.random.key(0))``. One timed
+``optax_lopt.architecture_names()``, meta-parameters from ``init(jax.random.key(0))``. One timed
 call is ``tx.update(grads, state, params, value=loss)`` under ``jax.jit`` (state and params
 not donated), after a warm-up call. Adam and the architecture are timed in interleaved
 repeats (adam, arch, adam, arch, ...) so that load from other processes hits both alike; the
@@ -88,7 +88,7 @@ class _Timed:
 
 def main(argv) -> None:
     del argv
-    names = _ARCHS.value or list(optax_lopt.architectures())
+    names = _ARCHS.value or list(optax_lopt.architecture_names())
     widths = [int(w) for w in _LAYERS.value]
     params = mlp_params(widths, jax.random.key(0))
     grads = jax.tree.map(lambda p: 0.01 * jnp.cos(p), params)

@@ -7,7 +7,7 @@ forwards to ``tx.update``. Data: two interleaved half-moons generated in JAX.
   python examples/train_flax.py --optimizer=MLPLOpt
   python examples/train_flax.py --load=/path/written/by/optax_lopt.save
 
-``--optimizer`` takes any exported architecture name (see ``optax_lopt.architectures()``),
+``--optimizer`` takes any exported architecture name (see ``optax_lopt.architecture_names()``),
 initialised from ``--seed``; ``--load`` takes a directory written by ``optax_lopt.save``.
 """
 

@@ -16,7 +16,13 @@ from optax_lopt.architectures.factored_mlp_lopt import FactoredMLPLOpt
 from optax_lopt.architectures.hierarchical import HierarchicalLOpt
 from optax_lopt.architectures.learnable import LearnableAdam, LearnableSGDM
 from optax_lopt.architectures.mlp_lopt import MLPLOpt
-from optax_lopt.base import LearnedOptimizer, MetaParams, architecture, architectures, from_config
+from optax_lopt.base import (
+    LearnedOptimizer,
+    MetaParams,
+    architecture,
+    architecture_names,
+    from_config,
+)
 from optax_lopt.pretrained import (
     load_pretrained,
     pretrained,
@@ -48,7 +54,7 @@ __all__ = [
     "MLPLOpt",
     "MetaParams",
     "architecture",
-    "architectures",
+    "architecture_names",
     "from_config",
     "load",
     "load_pretrained",

@@ -103,7 +103,7 @@ def architecture(name: str) -> type[LearnedOptimizer]:
     return _ARCHITECTURES[name]
 
 
-def architectures() -> tuple[str, ...]:
+def architecture_names() -> tuple[str, ...]:
     """Returns the names of all registered architectures, sorted."""
     return tuple(sorted(_ARCHITECTURES))
 

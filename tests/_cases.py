@@ -22,7 +22,7 @@ EXTRA_CONFIGS = {
 
 
 def _cases():
-    cases = {name: (name, {}) for name in optax_lopt.architectures()}
+    cases = {name: (name, {}) for name in optax_lopt.architecture_names()}
     cases.update(EXTRA_CONFIGS)
     return cases
 

@@ -87,7 +87,7 @@ def _tx(case_name):
     return lopt.transform(perturbed_theta(lopt))
 
 
-@pytest.mark.parametrize("case_name", sorted(optax_lopt.architectures()))
+@pytest.mark.parametrize("case_name", sorted(optax_lopt.architecture_names()))
 @SETTINGS
 @given(spec=_trees, faults=st.lists(_faults, min_size=1, max_size=2), seed=st.integers(0, 99))
 def test_state_stays_finite_and_shape_stable(case_name, spec, faults, seed):
