@@ -7,6 +7,7 @@ without mkdocs installed.
 
 from __future__ import annotations
 
+import ast
 import importlib
 import importlib.util
 import pathlib
@@ -17,14 +18,36 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 API_DIR = ROOT / "docs" / "api"
-PACKAGES = [
-    "optax_lopt",
-    "optax_lopt.tasks",
-    "optax_lopt.meta",
-    "optax_lopt.architectures",
-    "interpret",
-]
 _REFERENCE = re.compile(r"^:::\s+([\w.]+)\s*$", re.MULTILINE)
+
+
+def _modules_with_all(*roots: str) -> list[str]:
+    """Every public module under ``roots`` whose source assigns ``__all__``, found without
+    importing anything (a package counts by its ``__init__.py``)."""
+    found = []
+    for root in roots:
+        for path in sorted((ROOT / root).rglob("*.py")):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            if any(part.startswith("_") for part in parts):
+                continue
+            tree = ast.parse(path.read_text())
+            if any(
+                isinstance(node, (ast.Assign, ast.AnnAssign))
+                and "__all__" in [t.id for t in _targets(node) if isinstance(t, ast.Name)]
+                for node in tree.body
+            ):
+                found.append(".".join(parts))
+    return found
+
+
+def _targets(node: ast.Assign | ast.AnnAssign) -> list[ast.expr]:
+    return node.targets if isinstance(node, ast.Assign) else [node.target]
+
+
+# The packages, and every module that declares its own ``__all__`` (its public names).
+PACKAGES = _modules_with_all("optax_lopt", "interpret")
 
 
 def _resolve(path: str):
@@ -113,12 +136,20 @@ def test_shadowed_module_is_detected():
     assert not _is_module_path("optax_lopt.pretrained.pretrained")
 
 
+def test_modules_with_all_are_found():
+    # the packages themselves and a module that declares its own __all__; private modules and
+    # modules without one are not
+    for name in ("optax_lopt", "optax_lopt.tasks", "optax_lopt.meta", "interpret"):
+        assert name in PACKAGES
+    assert "optax_lopt.meta.outer_loop" in PACKAGES
+    assert "optax_lopt.evaluation" not in PACKAGES
+    assert not [name for name in PACKAGES if "._" in name]
+
+
 @pytest.mark.parametrize("package", PACKAGES)
 def test_every_public_name_is_documented(package):
     module = importlib.import_module(package)
-    names = getattr(module, "__all__", None)
-    if names is None:
-        pytest.skip(f"{package} has no __all__")
+    names = module.__all__
     # A name counts as documented when a reference ends in that name and resolves to the very
     # object the package exports (so `interpret.probe.probe` documents `interpret.probe`, and
     # two names bound to `typing.Any` each need their own entry).

@@ -16,9 +16,8 @@ import pytest
 from _examples import load_example
 
 import optax_lopt
-from optax_lopt.meta import PES, SelfTrainer, read_metrics
+from optax_lopt.meta import PES, SelfTrainer, outer_loop, pbt, read_metrics
 from optax_lopt.meta import feedback as st_feedback
-from optax_lopt.meta import self_training as st
 from optax_lopt.meta.base import GradientEstimator
 from optax_lopt.tasks import mixes
 from optax_lopt.tasks.quadratic import Quadratic
@@ -135,16 +134,16 @@ def test_best_rule_applies_the_best_members_mlp_transform_and_nothing_else():
 
 def test_pbt_parents_known_answer():
     ema = jnp.asarray([0.5, 0.1, 0.9, 0.3, jnp.nan, 0.2])
-    np.testing.assert_array_equal(st.pbt_parents(ema, 2), [0, 1, 5, 3, 1, 5])
-    np.testing.assert_array_equal(st.pbt_parents(ema, 0), np.arange(6))
+    np.testing.assert_array_equal(pbt.pbt_parents(ema, 2), [0, 1, 5, 3, 1, 5])
+    np.testing.assert_array_equal(pbt.pbt_parents(ema, 0), np.arange(6))
 
 
 def test_perturb_noise_is_relative_to_each_tensors_rms():
     theta = {"big": 10.0 * jnp.ones((4000,)), "small": 0.1 * jnp.ones((4000,))}
-    out = st.perturb(theta, jax.random.key(0), 0.05)
+    out = pbt.perturb(theta, jax.random.key(0), 0.05)
     assert abs(float(jnp.std(out["big"] - theta["big"])) - 0.5) < 0.05
     assert abs(float(jnp.std(out["small"] - theta["small"])) - 0.005) < 0.0005
-    chex.assert_trees_all_close(st.perturb(theta, jax.random.key(0), 0.0), theta)
+    chex.assert_trees_all_close(pbt.perturb(theta, jax.random.key(0), 0.0), theta)
 
 
 def _exploit_every_step(lopt, theta, **kwargs):
@@ -317,7 +316,7 @@ def test_checkpoint_resume_equals_uninterrupted_run_and_metrics_jsonl(tmp_path):
         if not r["exploit"]:
             assert r["parent"] == [0, 1, 2]
         assert r["optimizer_of"] == [r["best"]] * 3
-    lopt_loaded, theta = optax_lopt.load(os.path.join(tmp_path, st.FINAL_DIRNAME))
+    lopt_loaded, theta = optax_lopt.load(os.path.join(tmp_path, outer_loop.FINAL_DIRNAME))
     assert lopt_loaded == lopt
     chex.assert_trees_all_close(theta, best)
     with pytest.raises(ValueError, match="rule"):
@@ -404,7 +403,7 @@ def test_example_self_train_runs_and_writes_metrics_figure_and_weights(tmp_path)
     assert len(read_metrics(tmp_path)) == 2
     assert set(summary["held_out"]) == {"linear_regression", "two_moons"}
     assert math.isfinite(summary["meta_objective"])
-    lopt, _ = optax_lopt.load(os.path.join(tmp_path, st.FINAL_DIRNAME))
+    lopt, _ = optax_lopt.load(os.path.join(tmp_path, outer_loop.FINAL_DIRNAME))
     assert lopt.skip_init == "random"
 
 

@@ -37,6 +37,21 @@ from optax_lopt import _checks, serialization
 from optax_lopt.base import LearnedOptimizer, MetaParams
 from optax_lopt.meta import _progress, checkpoint, metrics_log
 
+__all__ = [
+    "FINAL_DIRNAME",
+    "Algorithm",
+    "LoopOptions",
+    "MetaStep",
+    "SeedKeys",
+    "SettingMismatchError",
+    "Trainer",
+    "UpdateFn",
+    "meta_step",
+    "optax_update",
+    "run",
+    "seed_keys",
+]
+
 FINAL_DIRNAME = "final"
 """``optax_lopt.save`` writes a run's final meta-parameters to ``<workdir>/final``."""
 

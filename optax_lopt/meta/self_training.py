@@ -73,18 +73,7 @@ from optax_lopt import _checks
 from optax_lopt.base import LearnedOptimizer, MetaParams
 from optax_lopt.meta import checkpoint, outer_loop, pbt
 from optax_lopt.meta.base import EstimatorState
-from optax_lopt.meta.outer_loop import FINAL_DIRNAME
-from optax_lopt.meta.pbt import RUNNING_LOSS_CAP, pbt_parents, perturb
-
-__all__ = [
-    "FINAL_DIRNAME",
-    "RULES",
-    "RUNNING_LOSS_CAP",
-    "PopulationState",
-    "SelfTrainer",
-    "pbt_parents",
-    "perturb",
-]
+from optax_lopt.meta.pbt import pbt_parents, perturb
 
 RULES = ("self", "best")
 """Which learned optimizer updates member ``i``: itself, or the member with the best EMA."""

@@ -38,9 +38,6 @@ from optax_lopt import _checks
 from optax_lopt.base import LearnedOptimizer, MetaParams
 from optax_lopt.meta import checkpoint, metrics_log, outer_loop, sharding
 from optax_lopt.meta.base import EstimatorState
-from optax_lopt.meta.outer_loop import FINAL_DIRNAME
-
-__all__ = ["FINAL_DIRNAME", "MetaTrainer", "TrainState"]
 
 _CHECKPOINT_FORMAT = 1
 

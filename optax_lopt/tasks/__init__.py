@@ -8,7 +8,15 @@ from optax_lopt.tasks.base import Task, TaskFamily
 from optax_lopt.tasks.digits_conv import DigitsConv
 from optax_lopt.tasks.digits_mlp import DigitsMLP
 from optax_lopt.tasks.linear_regression import LinearRegression
-from optax_lopt.tasks.mixes import GENERAL_MIX, MixComponent, parse_mix, task_mix, task_mix_names
+from optax_lopt.tasks.mixes import (
+    GENERAL_MIX,
+    SELF_TRAINING_EVALUATED,
+    MixComponent,
+    parse_mix,
+    self_training_mix,
+    task_mix,
+    task_mix_names,
+)
 from optax_lopt.tasks.quadratic import Quadratic
 from optax_lopt.tasks.registry import family, family_names
 from optax_lopt.tasks.reparameterized import Reparameterized, reparameterize
@@ -38,6 +46,7 @@ __all__ = [
     "Quadratic",
     "Reparameterized",
     "Rosenbrock",
+    "SELF_TRAINING_EVALUATED",
     "Task",
     "TaskFamily",
     "TwoMoons",
@@ -47,6 +56,7 @@ __all__ = [
     "make_moons",
     "parse_mix",
     "reparameterize",
+    "self_training_mix",
     "task_mix",
     "task_mix_names",
     "unseen_suite",
