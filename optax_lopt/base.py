@@ -34,10 +34,6 @@ class LearnedOptimizer(abc.ABC):
     tuples, so a configuration is hashable, comparable and serialisable to JSON. Subclasses
     register themselves by class name (see :func:`architecture`), which is how
     ``optax_lopt.load`` and the examples' ``--architecture`` flag find them.
-
-    References:
-      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
-      mechanisms", arXiv 2011.02159.
     """
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

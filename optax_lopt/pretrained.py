@@ -103,10 +103,6 @@ def load_pretrained(name: str) -> tuple[LearnedOptimizer, MetaParams]:
     Raises:
       ValueError: ``name`` is not a shipped optimizer (the message suggests the closest
         name and lists those that are).
-
-    References:
-      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
-      mechanisms", arXiv 2011.02159.
     """
     return load(_path(name))
 
@@ -128,10 +124,6 @@ def pretrained(name: str) -> optax.GradientTransformationExtraArgs:
     Raises:
       ValueError: ``name`` is not a shipped optimizer (the message suggests the closest
         name and lists those that are).
-
-    References:
-      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
-      mechanisms", arXiv 2011.02159.
     """
     lopt, theta = load_pretrained(name)
     return lopt.transform(theta)

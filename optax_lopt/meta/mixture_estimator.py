@@ -54,10 +54,6 @@ class Mixture(GradientEstimator):
     Raises:
       ValueError: naming the argument, for an empty or ill-typed ``estimators``, weights of
         the wrong length or sign, or names of the wrong length or repeated.
-
-    References:
-      Metz et al., "Tasks, stability, architecture, and compute: Training more effective
-      learned optimizers, and using them to train themselves", arXiv 2009.11243.
     """
 
     def __init__(

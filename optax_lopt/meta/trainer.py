@@ -115,10 +115,6 @@ class MetaTrainer(outer_loop.Trainer):
 
     Raises:
       ValueError: for an argument of the wrong kind or out of range; the message names it.
-
-    References:
-      Metz et al., "Understanding and correcting pathologies in the training of learned
-      optimizers", arXiv 1810.10180.
     """
 
     def __init__(

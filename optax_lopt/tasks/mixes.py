@@ -42,10 +42,6 @@ class MixComponent:
     Raises:
       ValueError: naming the field, for an unknown family, a negative or non-finite weight,
         or ``kwargs`` that are not name/value pairs.
-
-    References:
-      Metz et al., "Tasks, stability, architecture, and compute: Training more effective
-      learned optimizers, and using them to train themselves", arXiv 2009.11243.
     """
 
     family: str
