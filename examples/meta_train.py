@@ -12,6 +12,9 @@ of families instead of ``--task``, one estimator per family combined by
 and it continues from the last checkpoint, ending at the same weights as an uninterrupted run.
 ``--num_devices`` (or all devices with ``--num_devices=-1``) shards the task batch over a
 1-D mesh; for several hosts run the same command in every process with ``--distributed``.
+The settings that change the weights, their defaults and the builders are the library's
+``optax_lopt.meta.MetaTrainingRecipe`` (``optax_lopt.meta.meta_training_recipe``), which
+``benchmarks/meta_training.py`` shares; this script adds where and how to run.
 
 References:
   Vicol, Metz, Sohl-Dickstein, "Unbiased Gradient Estimation in Unrolled Computation Graphs
@@ -30,66 +33,34 @@ import sys
 from typing import Any
 
 import jax
-import optax
 from absl import app, logging
 
 import optax_lopt
-import optax_lopt.tasks
-from optax_lopt import _checks
 from optax_lopt.meta import (
     MetaTrainer,
-    Mixture,
+    MetaTrainingRecipe,
     SettingMismatchError,
-    estimator,
-    estimator_fields,
-    estimator_names,
     read_metrics,
     task_mesh,
 )
 from optax_lopt.meta.config_flags import config_from_flags, define_flags, setting
-from optax_lopt.meta.meta_losses import META_LOSS_NAMES
+from optax_lopt.meta.meta_training_recipe import (
+    build_estimator,
+    build_lopt,
+    build_meta_optimizer,
+)
 from optax_lopt.meta.metrics_log import summarize
 from optax_lopt.meta.outer_loop import FINAL_DIRNAME
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    """Everything a meta-training run depends on; the flags are generated from it."""
+class Config(MetaTrainingRecipe):
+    """Everything a meta-training run depends on; the flags are generated from it.
 
-    task: str = setting(
-        "linear_regression", "Task family name.", choices=optax_lopt.tasks.family_names()
-    )
-    task_mix: str | None = setting(
-        None,
-        "Train on a mix of families instead of --task: a preset name (one of "
-        f"{', '.join(optax_lopt.tasks.task_mix_names())}) or a JSON list of components, e.g. "
-        '\'[{"family": "quadratic", "reparameterize": true}, {"family": "rosenbrock"}]\'.',
-    )
-    architecture: str = setting(
-        "MLPLOpt", "Learned optimizer class name.", choices=optax_lopt.architectures()
-    )
-    architecture_config: str = setting(
-        "{}", "JSON dict of the architecture's constructor kwargs, e.g. '{\"hidden_size\": 64}'."
-    )
-    estimator: str = setting("pes", "Gradient estimator.", choices=estimator_names())
-    num_outer_steps: int = setting(300, "Outer (meta) steps in total.")
+    The recipe's fields change the weights; these say where and how the run goes.
+    """
+
     workdir: str = setting("/tmp/optax_lopt_meta_train", "Run directory.")
-    seed: int = setting(0, "Random seed; the same seed gives the same weights.")
-    num_tasks: int = setting(8, "Tasks trained in parallel per outer step.")
-    truncation_length: int = setting(20, "Inner steps per outer step (truncated estimators).")
-    horizon: int | None = setting(
-        None, "Inner steps before a task restarts (default: the task's num_steps)."
-    )
-    sigma: float = setting(0.01, "Perturbation scale (ES-type estimators).")
-    meta_loss: str = setting("mean_normalized", "Meta-loss.", choices=META_LOSS_NAMES)
-    meta_learning_rate: float = setting(3e-3, "Adam meta learning rate.")
-    meta_lr_decay: str = setting(
-        "constant", "Meta learning-rate schedule.", choices=("constant", "cosine")
-    )
-    meta_lr_alpha: float = setting(
-        0.05, "With --meta_lr_decay=cosine: final learning rate / initial."
-    )
-    clip_norm: float = setting(1.0, "Meta-gradient global-norm clip (0: none).")
     checkpoint_every: int = setting(50, "Outer steps per checkpoint.")
     num_devices: int = setting(
         0, "Shard the task batch over this many devices (0: no mesh, -1: all)."
@@ -107,61 +78,16 @@ class Config:
     )
 
 
-# Flags of `command` in the order they are written: every one that changes the weights.
-_COMMAND_FIELDS = tuple(
-    f.name
-    for f in dataclasses.fields(Config)
-    if f.name
-    not in {"workdir", "num_devices", "progress", "distributed", "coordinator_address"}
-    | {"num_processes", "process_id"}
+# Flags of `command` in the order they are written: the recipe's (every one that changes the
+# weights), then checkpoint_every.
+_COMMAND_FIELDS = tuple(f.name for f in dataclasses.fields(MetaTrainingRecipe)) + (
+    "checkpoint_every",
 )
 # Settings a resume must share with the checkpoints (num_outer_steps may grow, unless it
 # sets the cosine schedule's length).
 _RESUME_FIELDS = tuple(
     n for n in _COMMAND_FIELDS if n not in ("num_outer_steps", "checkpoint_every")
 )
-
-
-def check_flags(config: Config) -> None:
-    """Refuses a value outside a flag's choices, naming the flag and listing the values."""
-    for field in dataclasses.fields(Config):
-        choices = field.metadata.get("choices")
-        if choices is not None:
-            _checks.one_of(f"--{field.name}", getattr(config, field.name), choices)
-
-
-def build_lopt(config: Config) -> optax_lopt.LearnedOptimizer:
-    """``optax_lopt.from_config`` of ``--architecture`` and ``--architecture_config``.
-
-    Raises:
-      ValueError: naming ``architecture_config``, for text that is not a JSON object or has
-        arguments the architecture does not take.
-    """
-    try:
-        kwargs = json.loads(config.architecture_config)
-    except json.JSONDecodeError as err:
-        kwargs = err
-    if not isinstance(kwargs, dict):
-        raise ValueError(
-            "architecture_config: expected a JSON object of constructor arguments, got "
-            f"{config.architecture_config!r}."
-        )
-    try:
-        return optax_lopt.from_config(config.architecture, kwargs)
-    except ValueError as err:
-        raise ValueError(f"architecture_config: {err}") from err
-
-
-def build_meta_optimizer(config: Config) -> optax.GradientTransformation:
-    """Adam at ``meta_learning_rate``, constant or cosine-decayed over the run to ``alpha``."""
-    _checks.one_of("meta_lr_decay", config.meta_lr_decay, ("constant", "cosine"))
-    if config.meta_lr_decay == "constant":
-        return optax.adam(config.meta_learning_rate)
-    alpha = _checks.between("meta_lr_alpha", config.meta_lr_alpha, 0.0, 1.0)
-    schedule = optax.cosine_decay_schedule(
-        config.meta_learning_rate, config.num_outer_steps, alpha=alpha
-    )
-    return optax.adam(schedule)
 
 
 def command(config: Config, script: str = "examples/meta_train.py") -> str:
@@ -174,38 +100,6 @@ def command(config: Config, script: str = "examples/meta_train.py") -> str:
         parts.append(f"--{name}={shlex.quote(str(value))}")
     parts.append(f"--workdir={shlex.quote(config.workdir)}")
     return " ".join(parts)
-
-
-def build_estimator(config: Config, lopt: optax_lopt.LearnedOptimizer) -> Any:
-    """The estimator named by ``config.estimator``, given only the fields it takes.
-
-    With ``config.task_mix`` it is an ``optax_lopt.meta.Mixture`` of one such estimator per
-    component of the mix (each with ``num_tasks`` tasks), weighted by the components'
-    weights; ``config.task`` is then unused.
-
-    Raises:
-      ValueError: naming ``task_mix``, for a mix that ``optax_lopt.tasks.parse_mix`` rejects.
-    """
-    knobs = {
-        "num_tasks": config.num_tasks,
-        "truncation_length": config.truncation_length,
-        "horizon": config.horizon,
-        "sigma": config.sigma,
-        "meta_loss": config.meta_loss,
-    }
-    fields = estimator_fields(config.estimator)
-    knobs = {k: v for k, v in knobs.items() if k in fields}
-
-    def make(family):
-        return estimator(config.estimator, lopt, family, **knobs)
-
-    if not config.task_mix:
-        return make(optax_lopt.tasks.family(config.task))
-    try:
-        components = optax_lopt.tasks.parse_mix(config.task_mix)
-    except ValueError as err:
-        raise ValueError(f"task_mix: {err}") from err
-    return Mixture.from_mix(components, make)
 
 
 def _mesh(config: Config) -> Any:
@@ -234,9 +128,8 @@ def run(config: Config) -> tuple[optax_lopt.LearnedOptimizer, Any, list[dict[str
 
     Raises:
       ValueError: naming the flag, for a bad value or a resume whose flags differ from the
-        checkpoints'.
+        checkpoints' (a value outside a flag's choices is refused when ``config`` is made).
     """
-    check_flags(config)
     lopt = build_lopt(config)
     trainer = MetaTrainer(
         build_estimator(config, lopt),

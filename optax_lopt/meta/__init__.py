@@ -8,11 +8,13 @@ from optax_lopt.meta.feedback import probe_meta_optimizers
 from optax_lopt.meta.full_bptt import FullBPTT, WholeUnrollState
 from optax_lopt.meta.hybrid import Hybrid
 from optax_lopt.meta.meta_losses import META_LOSS_NAMES, MetaLoss, meta_loss
+from optax_lopt.meta.meta_training_recipe import MetaTrainingRecipe
 from optax_lopt.meta.metrics_log import read_metrics
 from optax_lopt.meta.mixture_estimator import Mixture
 from optax_lopt.meta.outer_loop import MetaStep, SettingMismatchError, meta_step
 from optax_lopt.meta.pes import PES, PESState
 from optax_lopt.meta.self_training import PopulationState, SelfTrainer
+from optax_lopt.meta.self_training_recipe import SelfTrainingRecipe
 from optax_lopt.meta.sharding import TASK_AXIS, task_mesh, task_shardings
 from optax_lopt.meta.trainer import MetaTrainer, TrainState
 from optax_lopt.meta.truncated_bptt import TruncatedBPTT
@@ -46,8 +48,10 @@ __all__: list[str] = [
     "Checkpointer",
     "MetaStep",
     "MetaTrainer",
+    "MetaTrainingRecipe",
     "PopulationState",
     "SelfTrainer",
+    "SelfTrainingRecipe",
     "SettingMismatchError",
     "TASK_AXIS",
     "TrainState",

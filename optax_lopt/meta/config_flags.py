@@ -9,7 +9,9 @@ An example declares its settings once, as a frozen dataclass whose fields carry 
 
 `define_flags(Config)` defines one absl flag per field (``--help`` shows its default and
 lists the choices; a value outside them is refused naming the flag) and
-`config_from_flags(Config)` reads them back into a ``Config``.
+`config_from_flags(Config)` reads them back into a ``Config``. `check_choices(config)` refuses
+the same values in a config built in code (a recipe's ``__post_init__`` calls it), so the
+rule has one home for the command line and for Python.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from __future__ import annotations
 import dataclasses
 import sys
 import typing
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from absl import flags
+
+from optax_lopt import _checks
 
 
 def setting(default: Any, help: str, *, choices: Sequence[str] | None = None) -> Any:  # noqa: A002
@@ -34,16 +38,35 @@ def _base_type(hint: Any) -> type:
     return args[0] if args else hint
 
 
-def define_flags(config_cls: type, flag_values: flags.FlagValues = flags.FLAGS) -> None:
+def check_choices(config: Any) -> None:
+    """Refuses a field outside its ``choices``: the error names the flag, lists the values.
+
+    Raises:
+      ValueError: ``--NAME: expected one of ...; got ...`` for the first such field.
+    """
+    for field in dataclasses.fields(config):
+        choices = field.metadata.get("choices")
+        if choices is not None:
+            _checks.one_of(f"--{field.name}", getattr(config, field.name), choices)
+
+
+def define_flags(
+    config_cls: type,
+    flag_values: flags.FlagValues = flags.FLAGS,
+    *,
+    exclude: Collection[str] = (),
+) -> None:
     """Defines one flag per field of ``config_cls`` (an existing flag is left as it is).
 
     The flags are registered as the calling script's own, so its ``--help`` lists them.
+    Fields named in ``exclude`` get no flag (a script that sets them itself, e.g. a benchmark
+    looping over ``estimator``).
     """
     caller = sys._getframe(1).f_globals.get("__name__", "")
     module_name = sys.argv[0] if caller == "__main__" else caller
     hints = typing.get_type_hints(config_cls)
     for field in dataclasses.fields(config_cls):
-        if field.name in flag_values:
+        if field.name in flag_values or field.name in exclude:
             continue
         kind = _base_type(hints[field.name])
         text = field.metadata.get("help", field.name)
@@ -64,6 +87,17 @@ def define_flags(config_cls: type, flag_values: flags.FlagValues = flags.FLAGS) 
         flag_values.register_flag_by_module(module_name, flag_values[field.name])
 
 
-def config_from_flags(config_cls: type, flag_values: flags.FlagValues = flags.FLAGS) -> Any:
-    """A ``config_cls`` with every field read from its (parsed) flag."""
-    return config_cls(**{f.name: flag_values[f.name].value for f in dataclasses.fields(config_cls)})
+def config_from_flags(
+    config_cls: type,
+    flag_values: flags.FlagValues = flags.FLAGS,
+    *,
+    exclude: Collection[str] = (),
+) -> Any:
+    """A ``config_cls`` with every field read from its (parsed) flag; ``exclude``: defaults."""
+    return config_cls(
+        **{
+            f.name: flag_values[f.name].value
+            for f in dataclasses.fields(config_cls)
+            if f.name not in exclude
+        }
+    )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import chex
 import jax
@@ -63,6 +63,10 @@ class PES(TruncatedEstimator, PerturbedEstimator):
       Graphs with Persistent Evolution Strategies", ICML 2021 (arXiv 2112.13835).
     """
 
+    NUM_PARTICLES: ClassVar[int] = 2
+    """Inner runs per task (``theta + eps`` and ``theta - eps``): one call costs
+    ``NUM_PARTICLES * num_tasks * truncation_length`` inner steps."""
+
     def init(self, theta: MetaParams, key: chex.PRNGKey) -> PESState:
         runs = init_state(
             self.lopt,
@@ -71,7 +75,7 @@ class PES(TruncatedEstimator, PerturbedEstimator):
             key,
             num_tasks=self.num_tasks,
             horizon=_common.horizon_of(self),
-            num_particles=2,
+            num_particles=self.NUM_PARTICLES,
         )
         accumulator = jax.tree.map(
             lambda t: jnp.zeros((self.num_tasks,) + jnp.shape(t), jnp.result_type(t, jnp.float32)),
