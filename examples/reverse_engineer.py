@@ -19,19 +19,36 @@ none otherwise), ``none`` or an ``optax:`` spec.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import time
 from typing import Any
 
-import jax
 import optax
-from absl import app, flags
+from absl import app
 
 import interpret
 import optax_lopt
-from optax_lopt import baselines, tasks
+from optax_lopt import tasks
+from optax_lopt.meta.config_flags import config_from_flags, define_flags, setting
+from optax_lopt.reverse_engineering import make_problem, pretrained_baseline
 
-FLAGS = flags.FLAGS
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """The script's settings; the flags are generated from it."""
+
+    optimizer: str = setting("optax:adam", "optax:NAME[:key=value,...] or pretrained:NAME.")
+    learning_rate: float = setting(0.01, "learning_rate for optax:NAME when not in the spec.")
+    task: str = setting("rosenbrock", "Task family to run on.", choices=tasks.family_names())
+    workdir: str = setting("/tmp/reverse_engineer", "Output folder.")
+    num_steps: int | None = setting(None, "Horizon (default: the family's).")
+    baseline: str = setting("auto", "auto, none or optax:NAME[:key=value,...].")
+    num_instances: int = setting(8, "Instances recorded.")
+    coordinates: int = setting(16, "Coordinates recorded per instance.")
+    num_held_out: int = setting(16, "Held-out instances for the advantage.")
+    ablations: bool = setting(False, "Also measure each ablation's held-out advantage.")
+    seed: int = setting(0, "Seed of the instances and probes.")
 
 
 # ----------------------------------------------------------------------------- optimizers
@@ -58,7 +75,9 @@ def _is_numeric(parameter: inspect.Parameter) -> bool:
     return any(word in annotation for word in ("float", "int", "Scalar", "Numeric"))
 
 
-def parse_optimizer(spec: str, default_learning_rate: float = 0.01) -> optax.GradientTransformation:
+def parse_optimizer(
+    spec: str, default_learning_rate: float = Config.learning_rate
+) -> optax.GradientTransformation:
     """Builds a transformation from ``optax:NAME[:k=v,...]`` or ``pretrained:NAME``.
 
     Args:
@@ -70,21 +89,13 @@ def parse_optimizer(spec: str, default_learning_rate: float = 0.01) -> optax.Gra
       An optax transformation.
 
     Raises:
-      ValueError: for a malformed spec, an unknown optax name or a missing pretrained loader.
+      ValueError: for a malformed spec or an unknown optax or shipped optimizer name.
     """
     kind, _, rest = spec.partition(":")
     if kind == "pretrained":
         if not rest:
             raise ValueError(f"optimizer: expected pretrained:NAME, got {spec!r}.")
-        import optax_lopt
-
-        loader = getattr(optax_lopt, "pretrained", None)
-        if loader is None:
-            raise ValueError(
-                f"optimizer: {spec!r} needs optax_lopt.pretrained, which this installation "
-                "of optax_lopt does not provide; use optax:NAME instead."
-            )
-        return loader(rest)
+        return optax_lopt.pretrained(rest)
     if kind != "optax" or not rest:
         raise ValueError(
             f"optimizer: expected optax:NAME[:key=value,...] or pretrained:NAME, got {spec!r}."
@@ -120,26 +131,7 @@ def parse_optimizer(spec: str, default_learning_rate: float = 0.01) -> optax.Gra
     return tx
 
 
-# ----------------------------------------------------------------------------- tasks
-def make_problem(task: str, num_steps: int | None = None) -> tuple[interpret.Problem, Any]:
-    """The `interpret.Problem` of an ``optax_lopt`` task family, and its Hessian range.
-
-    The Hessian range (for the heavy-ball comparison) is the eigenvalue range of
-    ``linear_regression``; None for the other families.
-    """
-    family = tasks.family(task) if num_steps is None else tasks.family(task, num_steps=num_steps)
-
-    def sample(key):
-        k_task, k_init = jax.random.split(key)
-        instance = family.sample(k_task)
-        return instance.init(k_init), instance.data
-
-    problem = interpret.Problem(
-        sample, lambda p, d, k: family.loss_fn(d, p, k), family.num_steps, name=task
-    )
-    return problem, getattr(family, "eigenvalue_range", None)
-
-
+# ----------------------------------------------------------------------------- baseline
 def make_baseline(spec: str, optimizer: str, task: str) -> optax.GradientTransformation | None:
     """``--baseline``: auto (a shipped optimizer's tuned best on its family), none, or optax:."""
     if spec == "none":
@@ -147,52 +139,33 @@ def make_baseline(spec: str, optimizer: str, task: str) -> optax.GradientTransfo
     if spec != "auto":
         return parse_optimizer(spec)
     kind, _, name = optimizer.partition(":")
-    if kind != "pretrained":
-        return None
-    for row in optax_lopt.pretrained_metadata(name).get("evaluation", []):
-        if row.get("family") == task and not row.get("family_kwargs"):
-            best = row["best_baseline"]
-            return baselines.make(best, **row["baseline_hyperparams"][best])
-    return None
-
-
-def define_flags() -> None:
-    """Defines the flags (only when run as a script: importing defines none)."""
-    flags.DEFINE_string("optimizer", "optax:adam", "optax:NAME[:key=value,...] or pretrained:NAME.")
-    flags.DEFINE_float("learning_rate", 0.01, "learning_rate for optax:NAME when not in the spec.")
-    flags.DEFINE_enum("task", "rosenbrock", list(tasks.family_names()), "Task family to run on.")
-    flags.DEFINE_string("workdir", "/tmp/reverse_engineer", "Output folder.")
-    flags.DEFINE_integer("num_steps", None, "Horizon (default: the family's).")
-    flags.DEFINE_string("baseline", "auto", "auto, none or optax:NAME[:key=value,...].")
-    flags.DEFINE_integer("num_instances", 8, "Instances recorded.")
-    flags.DEFINE_integer("coordinates", 16, "Coordinates recorded per instance.")
-    flags.DEFINE_integer("num_held_out", 16, "Held-out instances for the advantage.")
-    flags.DEFINE_bool("ablations", False, "Also measure each ablation's held-out advantage.")
-    flags.DEFINE_integer("seed", 0, "Seed of the instances and probes.")
+    return pretrained_baseline(name, task) if kind == "pretrained" else None
 
 
 def main(argv):
     del argv
+    config = config_from_flags(Config)
     start = time.perf_counter()
-    tx = parse_optimizer(FLAGS.optimizer, FLAGS.learning_rate)
-    problem, hessian_range = make_problem(FLAGS.task, FLAGS.num_steps)
+    tx = parse_optimizer(config.optimizer, config.learning_rate)
+    problem, hessian_range = make_problem(config.task, config.num_steps)
     report = interpret.reverse_engineer(
         tx,
         problem,
-        FLAGS.workdir,
-        name=FLAGS.optimizer,
-        baseline=make_baseline(FLAGS.baseline, FLAGS.optimizer, FLAGS.task),
+        config.workdir,
+        name=config.optimizer,
+        baseline=make_baseline(config.baseline, config.optimizer, config.task),
         hessian_range=hessian_range,
-        num_instances=FLAGS.num_instances,
-        coordinates=FLAGS.coordinates,
-        num_held_out=FLAGS.num_held_out,
-        held_out_ablations=FLAGS.ablations,
-        seed=FLAGS.seed,
+        num_instances=config.num_instances,
+        coordinates=config.coordinates,
+        num_held_out=config.num_held_out,
+        held_out_ablations=config.ablations,
+        seed=config.seed,
     )
     seconds = time.perf_counter() - start
-    print(f"{report.distilled.description}\nwrote the report to {FLAGS.workdir} in {seconds:.1f} s")
+    print(report.distilled.description)
+    print(f"wrote the report to {config.workdir} in {seconds:.1f} s")
 
 
 if __name__ == "__main__":
-    define_flags()
+    define_flags(Config)
     app.run(main)
