@@ -53,10 +53,6 @@ class LRAdaptation:
       fixed_points: the `FixedPoints` used.
       burst_steps: length of the burst.
       recovery_fraction: the fraction of the pre-burst learning rate that counts as recovered.
-
-    References:
-      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
-      mechanisms", arXiv 2011.02159.
     """
 
     gradients: np.ndarray
@@ -98,10 +94,6 @@ def lr_adaptation(
 
     Returns:
       An `LRAdaptation`.
-
-    References:
-      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
-      mechanisms", arXiv 2011.02159.
     """
     system = _system._as_system(tx)
     mags, burst_steps, max_recovery_steps = _check_arguments(

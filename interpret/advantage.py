@@ -8,6 +8,7 @@ root-mean-square gradient: RMSProp's normalisation when the power is 1.
 References:
   Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
   mechanisms", arXiv 2011.02159.
+  Kingma, Ba, "Adam: A Method for Stochastic Optimization", arXiv 1412.6980.
 """
 
 from __future__ import annotations
@@ -26,11 +27,7 @@ from interpret import system as _system
 
 
 class AdaptiveScaleState(NamedTuple):
-    """State of `scale_by_power_rms`: step count and average of squared gradients.
-
-    References:
-      Kingma, Ba, "Adam: A Method for Stochastic Optimization", arXiv 1412.6980.
-    """
+    """State of `scale_by_power_rms`: step count and average of squared gradients."""
 
     count: jax.Array
     nu: Any
@@ -87,10 +84,6 @@ class AdvantageKept:
       adam_learning_rate: that Adam's learning rate.
       fraction: ``(adam_loss - distilled_loss) / (adam_loss - original_loss)``; nan when the
         original is not better than tuned Adam.
-
-    References:
-      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
-      mechanisms", arXiv 2011.02159.
     """
 
     original_loss: float
@@ -134,10 +127,6 @@ def advantage_kept(
 
     Returns:
       An `AdvantageKept`.
-
-    References:
-      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
-      mechanisms", arXiv 2011.02159.
     """
     _system._check_transform(original, "original")
     _system._check_transform(distilled, "distilled")

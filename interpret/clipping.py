@@ -42,10 +42,6 @@ class ClippingFit:
         to saturate) or some update is not finite, with ``shape`` "none".
       gradients: the positive gradient magnitudes probed.
       updates: ``|u(g) - u(0)|`` at those magnitudes (mean of both signs).
-
-    References:
-      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
-      mechanisms", arXiv 2011.02159.
     """
 
     threshold: float
@@ -81,10 +77,6 @@ def fit_clipping(
 
     Returns:
       A `ClippingFit`.
-
-    References:
-      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
-      mechanisms", arXiv 2011.02159.
     """
     system = _system._as_system(tx)
     mags = np.logspace(-4, 4, 161) if gradients is None else _system._vector("gradients", gradients)

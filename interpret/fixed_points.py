@@ -46,10 +46,6 @@ class FixedPoints:
       distinct: for each input, the converged fixed points found from all starts after merging
         those closer than ``dedup_tolerance * (1 + ||h||)``, each an array ``(k_i, size)``.
       step: the exogenous time at which ``F`` was evaluated.
-
-    References:
-      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
-      mechanisms", arXiv 2011.02159.
     """
 
     inputs: np.ndarray
@@ -92,10 +88,6 @@ def fixed_points(
 
     Returns:
       `FixedPoints`.
-
-    References:
-      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
-      mechanisms", arXiv 2011.02159.
     """
     system = _system._as_system(tx)
     g = _system._vector("inputs", inputs)

@@ -54,10 +54,6 @@ class Linearization:
       betas: momentum decay of each mode (the eigenvalues).
       alphas: learning rate of each mode read as a momentum term, complex ``(size,)``.
       initial_state: the state the transformation starts from (``tx.init``).
-
-    References:
-      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
-      mechanisms", arXiv 2011.02159.
     """
 
     state: np.ndarray
@@ -101,10 +97,6 @@ def linearize(
 
     Returns:
       A `Linearization`.
-
-    References:
-      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
-      mechanisms", arXiv 2011.02159.
     """
     system = _system._as_system(tx)
     n = system.size
@@ -190,12 +182,7 @@ def _eigenmodes(j: np.ndarray, b: np.ndarray, r: np.ndarray):
 
 
 class LinearizedState(NamedTuple):
-    """State of `linearized_optimizer`: ``h - h*`` per parameter, trailing dim ``size``.
-
-    References:
-      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
-      mechanisms", arXiv 2011.02159.
-    """
+    """State of `linearized_optimizer`: ``h - h*`` per parameter, trailing dim ``size``."""
 
     delta: Any
 
@@ -212,10 +199,6 @@ def linearized_optimizer(linearization: Linearization) -> optax.GradientTransfor
 
     Returns:
       An ``optax.GradientTransformation``.
-
-    References:
-      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
-      mechanisms", arXiv 2011.02159.
     """
     if not isinstance(linearization, Linearization):
         raise ValueError(

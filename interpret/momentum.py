@@ -35,10 +35,6 @@ class MomentumFit:
       num_steps: length of the probing gradient sequence.
       gradient_scale: standard deviation of the probing gradients.
       relative_to_schedule: whether ``learning_rate`` is a factor on a given schedule.
-
-    References:
-      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
-      mechanisms", arXiv 2011.02159.
     """
 
     beta: float
@@ -138,10 +134,6 @@ def fit_momentum(
 
     Returns:
       A `MomentumFit`.
-
-    References:
-      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
-      mechanisms", arXiv 2011.02159.
     """
     system = _system._as_system(tx)
     num_steps = _system._check_positive_int("num_steps", num_steps)

@@ -42,10 +42,6 @@ class ProbeState(NamedTuple):
       updates: ring buffer of updates, shape ``(buffer_size, num_coordinates)``.
       states: ring buffer of per-coordinate states *before* each step, shape
         ``(buffer_size, num_coordinates, state_size)``.
-
-    References:
-      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
-      mechanisms", arXiv 2011.02159.
     """
 
     inner: Any
@@ -64,10 +60,6 @@ class Records:
       gradients: shape ``(T, num_coordinates)``.
       updates: shape ``(T, num_coordinates)``.
       states: state before each step, shape ``(T, num_coordinates, state_size)``.
-
-    References:
-      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
-      mechanisms", arXiv 2011.02159.
     """
 
     steps: np.ndarray
@@ -87,10 +79,6 @@ class Rollout:
       states: per-coordinate state before each step, ``(num_steps, num_coordinates, size)``.
       params: the parameters after the last step.
       coordinates: the flat indices that were recorded.
-
-    References:
-      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
-      mechanisms", arXiv 2011.02159.
     """
 
     losses: np.ndarray
@@ -208,10 +196,6 @@ def probe(
     Returns:
       A ``GradientTransformationExtraArgs`` with the updates of ``tx`` and `ProbeState` state.
       Read the records with `records`.
-
-    References:
-      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
-      mechanisms", arXiv 2011.02159.
     """
     _system._check_transform(tx)
     buffer_size = _system._check_positive_int("buffer_size", buffer_size)
@@ -273,10 +257,6 @@ def records(state: Any) -> Records:
 
     Returns:
       `Records` of the last ``min(count, buffer_size)`` steps.
-
-    References:
-      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
-      mechanisms", arXiv 2011.02159.
     """
     state = _find_probe_state(state)
     count = int(state.count)
@@ -313,10 +293,6 @@ def rollout(
 
     Returns:
       A `Rollout`.
-
-    References:
-      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
-      mechanisms", arXiv 2011.02159.
     """
     _system._check_transform(tx)
     num_steps = _system._check_positive_int("num_steps", num_steps)

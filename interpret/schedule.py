@@ -40,10 +40,6 @@ class ScheduleFit:
       peak_learning_rate: the largest of ``learning_rates``.
       warmup_steps: steps before ``learning_rates`` first reaches 99% of the peak.
       decay: ``learning_rates[-1] / peak_learning_rate`` (1: no decay).
-
-    References:
-      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
-      mechanisms", arXiv 2011.02159.
     """
 
     learning_rates: np.ndarray
@@ -72,10 +68,6 @@ def fit_schedule(
 
     Returns:
       A `ScheduleFit`.
-
-    References:
-      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
-      mechanisms", arXiv 2011.02159.
     """
     system = _system._as_system(tx)
     num_steps = _system._check_positive_int("num_steps", num_steps)

@@ -71,10 +71,6 @@ class ScalarSystem:
       dtype: the dtype of ``h``.
       param: the scalar parameter the transform sees.
       value: the loss passed as ``value=`` (only to ``GradientTransformationExtraArgs``).
-
-    References:
-      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
-      mechanisms", arXiv 2011.02159.
     """
 
     tx: optax.GradientTransformation
@@ -207,10 +203,6 @@ def scalar_system(
 
     Returns:
       A `ScalarSystem`.
-
-    References:
-      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
-      mechanisms", arXiv 2011.02159.
     """
     _check_transform(tx)
     if not jnp.issubdtype(jnp.dtype(dtype), jnp.floating):
@@ -255,10 +247,6 @@ def effective_learning_rate(
 
     Returns:
       A scalar.
-
-    References:
-      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
-      mechanisms", arXiv 2011.02159.
     """
     return -jax.grad(lambda gg: system.update(h, gg, clock))(jnp.asarray(g, system.dtype))
 
@@ -280,10 +268,6 @@ def typical_state(
 
     Returns:
       The state vector, shape ``(size,)``.
-
-    References:
-      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
-      mechanisms", arXiv 2011.02159.
     """
     system = _as_system(tx)
     num_steps = _check_positive_int("num_steps", num_steps)

@@ -32,10 +32,6 @@ class UpdateFunction:
       updates: ``u(g | h)``, shape ``(S, G)`` (one row per state).
       effective_learning_rates: ``-du/dg``, shape ``(S, G)``.
       states: the states, shape ``(S, size)``.
-
-    References:
-      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
-      mechanisms", arXiv 2011.02159.
     """
 
     gradients: np.ndarray
@@ -61,10 +57,6 @@ def update_function(
 
     Returns:
       An `UpdateFunction`.
-
-    References:
-      Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
-      mechanisms", arXiv 2011.02159.
     """
     system = _system._as_system(tx)
     g = _system._vector("gradients", gradients)
