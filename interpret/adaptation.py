@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from interpret import _checks
 from interpret import system as _system
 from interpret.fixed_points import FixedPoints, fixed_points
 from interpret.momentum import r_squared
@@ -95,13 +96,13 @@ def lr_adaptation(
     Returns:
       An `LRAdaptation`.
     """
-    system = _system._as_system(tx)
+    system = _system.as_system(tx)
     mags, burst_steps, max_recovery_steps = _check_arguments(
         gradients, burst_steps, max_recovery_steps, recovery_fraction
     )
     fps = fixed_points(system, mags, step=step, **fixed_point_kwargs)
     clock = system.clock_at(step)
-    _system._check_optional_positive("input_step", input_step)
+    _checks.optional_positive("input_step", input_step)
     slope = _slope_fn(system, input_step)
     lrs = np.asarray(
         jax.jit(jax.vmap(slope, in_axes=(0, None)))(jnp.asarray(fps.states, system.dtype), clock),
@@ -125,15 +126,10 @@ def lr_adaptation(
 
 def _check_arguments(gradients, burst_steps, max_recovery_steps, recovery_fraction):
     """The sorted magnitudes and the checked step counts, or a ValueError naming the argument."""
-    mags = np.sort(_system._vector("gradients", gradients))
-    if mags.size < 2 or np.any(mags <= 0):
-        raise ValueError(f"gradients: expected at least two positive magnitudes, got {mags}.")
-    burst_steps = _system._check_positive_int("burst_steps", burst_steps)
-    max_recovery_steps = _system._check_positive_int("max_recovery_steps", max_recovery_steps)
-    if not 0 < recovery_fraction < 1:
-        raise ValueError(
-            f"recovery_fraction: expected a number in (0, 1), got {recovery_fraction!r}."
-        )
+    mags = np.sort(_checks.magnitudes("gradients", gradients, minimum_size=2))
+    burst_steps = _checks.positive_int("burst_steps", burst_steps)
+    max_recovery_steps = _checks.positive_int("max_recovery_steps", max_recovery_steps)
+    _checks.in_unit_interval("recovery_fraction", recovery_fraction)
     return mags, burst_steps, max_recovery_steps
 
 

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from interpret import system as _system
+from interpret import _checks
 
 
 class AdaptiveScaleState(NamedTuple):
@@ -51,8 +51,7 @@ def scale_by_power_rms(
     References:
       Kingma, Ba, "Adam: A Method for Stochastic Optimization", arXiv 1412.6980.
     """
-    if not 0 < decay < 1:
-        raise ValueError(f"decay: expected a number in (0, 1), got {decay!r}.")
+    _checks.in_unit_interval("decay", decay)
 
     def init_fn(params):
         return AdaptiveScaleState(jnp.zeros((), jnp.int32), jax.tree.map(jnp.zeros_like, params))
@@ -128,10 +127,10 @@ def advantage_kept(
     Returns:
       An `AdvantageKept`.
     """
-    _system._check_transform(original, "original")
-    _system._check_transform(distilled, "distilled")
-    grid = _system._vector("adam_learning_rates", adam_learning_rates)
-    num_steps = _system._check_positive_int("num_steps", num_steps)
+    _checks.gradient_transformation(original, "original")
+    _checks.gradient_transformation(distilled, "distilled")
+    grid = _checks.vector("adam_learning_rates", adam_learning_rates)
+    num_steps = _checks.positive_int("num_steps", num_steps)
     adam = np.asarray(
         jax.jit(jax.vmap(lambda lr: _tail_loss(optax.adam(lr), loss_fn, params, num_steps)))(
             jnp.asarray(grid, jnp.float32)

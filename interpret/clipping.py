@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import optax
 
+from interpret import _checks
 from interpret import system as _system
 from interpret.momentum import r_squared
 from interpret.update_function import update_function
@@ -78,14 +79,12 @@ def fit_clipping(
     Returns:
       A `ClippingFit`.
     """
-    system = _system._as_system(tx)
-    mags = np.logspace(-4, 4, 161) if gradients is None else _system._vector("gradients", gradients)
-    if np.any(mags <= 0):
-        raise ValueError(f"gradients: expected positive magnitudes, got {mags}.")
-    if not 0 < saturation_threshold < 1:
-        raise ValueError(
-            f"saturation_threshold: expected a number in (0, 1), got {saturation_threshold!r}."
-        )
+    system = _system.as_system(tx)
+    if gradients is None:
+        mags = np.logspace(-4, 4, 161)
+    else:
+        mags = _checks.magnitudes("gradients", gradients)
+    _checks.in_unit_interval("saturation_threshold", saturation_threshold)
     mags = np.sort(mags)
     if state is None:
         state = _system.typical_state(system, num_steps=100)

@@ -47,6 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from interpret import _checks
 from interpret import system as _system
 from interpret.advantage import scale_by_power_rms
 from interpret.clipping import fit_clipping
@@ -382,10 +383,10 @@ def distill(
     Returns:
       A `Distilled`.
     """
-    system = _system._as_system(tx)
+    system = _system.as_system(tx)
     if schedule_steps is not None:
-        schedule_steps = _system._check_positive_int("schedule_steps", schedule_steps)
-    _system._check_positive("gradient_scale", gradient_scale)
+        schedule_steps = _checks.positive_int("schedule_steps", schedule_steps)
+    _checks.positive("gradient_scale", gradient_scale)
     steps = schedule_steps or 200
     g, u = _streams(system, gradients, gradient_scale, steps, seed)
     if schedule_steps is not None:

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from interpret import _checks
 from interpret import system as _system
 
 
@@ -89,10 +90,10 @@ def fixed_points(
     Returns:
       `FixedPoints`.
     """
-    system = _system._as_system(tx)
-    g = _system._vector("inputs", inputs)
-    num_starts = _system._check_positive_int("num_starts", num_starts)
-    warmup_steps = _system._check_positive_int("warmup_steps", warmup_steps)
+    system = _system.as_system(tx)
+    g = _checks.vector("inputs", inputs)
+    num_starts = _checks.positive_int("num_starts", num_starts)
+    warmup_steps = _checks.positive_int("warmup_steps", warmup_steps)
     _check_solver(num_iterations, newton_steps, tolerance, dedup_tolerance, learning_rate)
     if system.size == 0:
         return _stateless(g, step)
@@ -113,17 +114,12 @@ def fixed_points(
 
 
 def _check_solver(num_iterations, newton_steps, tolerance, dedup_tolerance, learning_rate):
-    """Raises a ValueError naming the solver settings unless they are valid."""
-    if num_iterations < 0 or newton_steps < 0:
-        raise ValueError(
-            "num_iterations, newton_steps: expected non-negative integers, got "
-            f"{num_iterations!r}, {newton_steps!r}."
-        )
-    if not (tolerance > 0 and dedup_tolerance > 0 and learning_rate > 0):
-        raise ValueError(
-            "tolerance, dedup_tolerance, learning_rate: expected positive numbers, got "
-            f"{tolerance!r}, {dedup_tolerance!r}, {learning_rate!r}."
-        )
+    """Raises a ValueError naming the first invalid solver setting."""
+    _checks.non_negative_int("num_iterations", num_iterations)
+    _checks.non_negative_int("newton_steps", newton_steps)
+    _checks.positive("tolerance", tolerance)
+    _checks.positive("dedup_tolerance", dedup_tolerance)
+    _checks.positive("learning_rate", learning_rate)
 
 
 def _stateless(g: np.ndarray, step: int) -> FixedPoints:

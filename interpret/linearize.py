@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from interpret import _checks
 from interpret import system as _system
 
 
@@ -98,15 +99,15 @@ def linearize(
     Returns:
       A `Linearization`.
     """
-    system = _system._as_system(tx)
+    system = _system.as_system(tx)
     n = system.size
     h = np.asarray(system.initial_state if state is None else state, np.float64)
     if h.shape != (n,):
         raise ValueError(f"state: expected shape ({n},), got {h.shape}.")
-    g = float(_system._vector("input", input)[0]) if np.ndim(input) == 0 else None
+    g = float(_checks.vector("input", input)[0]) if np.ndim(input) == 0 else None
     if g is None:
         raise ValueError(f"input: expected a scalar gradient, got shape {np.shape(input)}.")
-    _system._check_optional_positive("input_step", input_step)
+    _checks.optional_positive("input_step", input_step)
     fh, uh, j, b, r, d = _derivatives(system, system.clock_at(step), h, g, input_step)
     lam, vec, alphas, timescales = _eigenmodes(j, b, r)
     return Linearization(
@@ -200,10 +201,7 @@ def linearized_optimizer(linearization: Linearization) -> optax.GradientTransfor
     Returns:
       An ``optax.GradientTransformation``.
     """
-    if not isinstance(linearization, Linearization):
-        raise ValueError(
-            f"linearization: expected a Linearization, got {type(linearization).__name__}."
-        )
+    _checks.instance("linearization", linearization, Linearization, "a Linearization")
     lin = linearization
     f32 = lambda x: jnp.asarray(x, jnp.float32)
     drift = f32(lin.next_state - lin.state)

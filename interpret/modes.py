@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from interpret import _checks
 from interpret import system as _system
 from interpret.fixed_points import fixed_points
 from interpret.linearize import Linearization, linearize
@@ -94,8 +95,8 @@ def momentum_modes(
     Returns:
       A `MomentumModes`.
     """
-    system = _system._as_system(tx)
-    horizon = _system._check_positive_int("horizon", horizon)
+    system = _system.as_system(tx)
+    horizon = _checks.positive_int("horizon", horizon)
     starts = _starts(visited, system.size, num_starts)
     g_star, fps, lin = _finite_linearization(system, stats, starts, step)
     # one entry per complex-conjugate pair: the pair's two terms add up to twice the real part

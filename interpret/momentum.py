@@ -21,6 +21,7 @@ import jax
 import numpy as np
 import optax
 
+from interpret import _checks
 from interpret import system as _system
 
 
@@ -135,11 +136,9 @@ def fit_momentum(
     Returns:
       A `MomentumFit`.
     """
-    system = _system._as_system(tx)
-    num_steps = _system._check_positive_int("num_steps", num_steps)
-    if num_steps < 3:
-        raise ValueError(f"num_steps: expected at least 3, got {num_steps}.")
-    _system._check_positive("gradient_scale", gradient_scale)
+    system = _system.as_system(tx)
+    num_steps = _checks.integer("num_steps", num_steps, minimum=3)
+    _checks.positive("gradient_scale", gradient_scale)
     g = gradient_scale * jax.random.normal(jax.random.key(seed), (num_steps,), system.dtype)
     _, u = jax.jit(system.run)(g)
     g, u = np.asarray(g, np.float64), np.asarray(u, np.float64)

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from interpret import system as _system
+from interpret import _checks
 
 
 class ProbeState(NamedTuple):
@@ -89,32 +89,6 @@ class Rollout:
     coordinates: tuple[int, ...]
 
 
-def _resolve_coordinates(params: Any, coordinates: Sequence[int] | int | None) -> list:
-    """Maps flat indices (over all leaves, concatenated) to ``(leaf index, local index)``."""
-    leaves = jax.tree.leaves(params)
-    sizes = [int(np.size(leaf)) for leaf in leaves]
-    total = sum(sizes)
-    if total == 0:
-        raise ValueError("params: expected at least one parameter entry, got none.")
-    if coordinates is None:
-        coordinates = 8
-    if isinstance(coordinates, (int, np.integer)) and not isinstance(coordinates, bool):
-        count = _system._check_positive_int("coordinates", coordinates)
-        flat = np.unique(np.linspace(0, total - 1, min(count, total)).astype(int))
-    else:
-        flat = np.asarray(list(coordinates), dtype=int)
-        if flat.ndim != 1 or flat.size == 0 or flat.min() < 0 or flat.max() >= total:
-            raise ValueError(
-                f"coordinates: expected flat indices in [0, {total}), got {list(coordinates)}."
-            )
-    offsets = np.cumsum([0] + sizes)
-    out = []
-    for c in flat:
-        leaf = int(np.searchsorted(offsets, c, side="right") - 1)
-        out.append((int(c), leaf, int(c - offsets[leaf])))
-    return out
-
-
 def _owned_leaves(state: Any, params: Any) -> list[list[int]]:
     """For each param leaf, the indices of the float state leaves that belong to it."""
     state_leaves = jax.tree_util.tree_flatten_with_path(state)[0]
@@ -124,7 +98,7 @@ def _owned_leaves(state: Any, params: Any) -> list[list[int]]:
         pshape = tuple(np.shape(p))
         mine = []
         for i, (spath, leaf) in enumerate(state_leaves):
-            if not _system._is_float(leaf):
+            if not _checks.is_float(leaf):
                 continue
             if len(ppath) > len(spath) or tuple(spath[len(spath) - len(ppath) :]) != tuple(ppath):
                 continue
@@ -197,12 +171,12 @@ def probe(
       A ``GradientTransformationExtraArgs`` with the updates of ``tx`` and `ProbeState` state.
       Read the records with `records`.
     """
-    _system._check_transform(tx)
-    buffer_size = _system._check_positive_int("buffer_size", buffer_size)
+    _checks.gradient_transformation(tx)
+    buffer_size = _checks.positive_int("buffer_size", buffer_size)
     inner_tx = optax.with_extra_args_support(tx)
 
     def init_fn(params):
-        coords = _resolve_coordinates(params, coordinates)
+        coords = _checks.coordinates(params, coordinates)
         inner = inner_tx.init(params)
         owned = _owned_leaves(inner, params)
         size = _gather_state(inner, params, coords, owned).shape[1]
@@ -217,7 +191,7 @@ def probe(
 
     def update_fn(updates, state, params=None, **extra_args):
         reference = updates if params is None else params
-        coords = _resolve_coordinates(reference, coordinates)
+        coords = _checks.coordinates(reference, coordinates)
         owned = _owned_leaves(state.inner, reference)
         h = _gather_state(state.inner, reference, coords, owned)
         new_updates, inner = inner_tx.update(updates, state.inner, params, **extra_args)
@@ -294,11 +268,10 @@ def rollout(
     Returns:
       A `Rollout`.
     """
-    _system._check_transform(tx)
-    num_steps = _system._check_positive_int("num_steps", num_steps)
-    if not callable(loss_fn):
-        raise ValueError(f"loss_fn: expected a callable, got {type(loss_fn).__name__}.")
-    coords = _resolve_coordinates(params, coordinates)
+    _checks.gradient_transformation(tx)
+    num_steps = _checks.positive_int("num_steps", num_steps)
+    _checks.function("loss_fn", loss_fn)
+    coords = _checks.coordinates(params, coordinates)
     flat = tuple(c for c, _, _ in coords)
     ptx = probe(tx, flat, buffer_size=num_steps)
 

@@ -23,8 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from interpret import _checks
 from interpret import probe as _probe
-from interpret import system as _system
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,19 +54,16 @@ class Problem:
     name: str = "problem"
 
     def __post_init__(self) -> None:
-        if not callable(self.sample):
-            raise ValueError(f"sample: expected a callable, got {type(self.sample).__name__}.")
-        if not callable(self.loss):
-            raise ValueError(f"loss: expected a callable, got {type(self.loss).__name__}.")
-        _system._check_positive_int("num_steps", self.num_steps)
+        _checks.function("sample", self.sample)
+        _checks.function("loss", self.loss)
+        _checks.positive_int("num_steps", self.num_steps)
 
 
 def problem_from_loss(
     loss_fn: Callable[[Any], jax.Array], params: Any, num_steps: int, name: str = "problem"
 ) -> Problem:
     """A `Problem` with one fixed instance: ``loss_fn(params)`` from ``params``."""
-    if not callable(loss_fn):
-        raise ValueError(f"loss_fn: expected a callable, got {type(loss_fn).__name__}.")
+    _checks.function("loss_fn", loss_fn)
     return Problem(lambda key: (params, None), lambda p, d, k: loss_fn(p), num_steps, name)
 
 
@@ -126,17 +123,16 @@ def record(
     Returns:
       A `Recording`.
     """
-    _system._check_transform(tx)
-    if not isinstance(problem, Problem):
-        raise ValueError(f"problem: expected an interpret.Problem, got {type(problem).__name__}.")
-    num_instances = _system._check_positive_int("num_instances", num_instances)
+    _checks.gradient_transformation(tx)
+    _checks.instance("problem", problem, Problem, "an interpret.Problem")
+    num_instances = _checks.positive_int("num_instances", num_instances)
     num_steps = problem.num_steps if num_steps is None else num_steps
-    num_steps = _system._check_positive_int("num_steps", num_steps)
+    num_steps = _checks.positive_int("num_steps", num_steps)
     params0, _ = jax.eval_shape(problem.sample, jax.random.key(0))
-    flat = tuple(c for c, _, _ in _probe._resolve_coordinates(params0, coordinates))
+    flat = tuple(c for c, _, _ in _checks.coordinates(params0, coordinates))
     ptx = _probe.probe(tx, flat, buffer_size=num_steps)
     takes_value = isinstance(tx, optax.GradientTransformationExtraArgs)
-    first_instance = _system._check_positive_int("first_instance", first_instance, minimum=0)
+    first_instance = _checks.non_negative_int("first_instance", first_instance)
     base = jax.random.key(seed)
     keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(
         jnp.arange(first_instance, first_instance + num_instances)

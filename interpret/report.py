@@ -36,6 +36,7 @@ import jax
 import numpy as np
 import optax
 
+from interpret import _checks
 from interpret import figures as _figures
 from interpret import system as _system
 from interpret.adaptation import LRAdaptation, lr_adaptation
@@ -120,10 +121,10 @@ def reverse_engineer(
     Returns:
       A `Report`.
     """
-    _system._check_transform(tx)
+    _checks.gradient_transformation(tx)
     run = _Run(problem, num_instances, seed)
     # the held-out instances of the original run in the same compiled call as the recorded
-    held = 0 if baseline is None else _system._check_positive_int("num_held_out", num_held_out)
+    held = 0 if baseline is None else _checks.positive_int("num_held_out", num_held_out)
     everything = run.timed("record", record, tx, problem, num_instances=num_instances + held,
                            coordinates=coordinates, seed=seed)  # fmt: skip
     rec = everything.instances(0, num_instances)
@@ -236,7 +237,7 @@ def _held_out(
     """
     if baseline is None:
         return {}, {}
-    _system._check_transform(baseline, "baseline")
+    _checks.gradient_transformation(baseline, "baseline")
     contenders = _contenders(baseline, distilled, ablations)
     objectives = run.timed("held_out", held_out_objectives, run.problem, contenders, held,
                            run.seed, first_instance=run.num_instances)  # fmt: skip
@@ -290,7 +291,7 @@ def held_out_objectives(
     The instances are those `record` draws from ``seed`` (the same for every optimizer), so
     with ``first_instance`` the number of recorded instances they are held out.
     """
-    num = _system._check_positive_int("num", num)
+    num = _checks.positive_int("num", num)
     return {
         label: meta_objective(record(opt, problem, num_instances=num, coordinates=1, seed=seed,
                                      first_instance=first_instance).losses)

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from interpret import _checks
 from interpret import system as _system
 
 
@@ -69,10 +70,10 @@ def fit_schedule(
     Returns:
       A `ScheduleFit`.
     """
-    system = _system._as_system(tx)
-    num_steps = _system._check_positive_int("num_steps", num_steps)
-    num_samples = _system._check_positive_int("num_samples", num_samples)
-    _system._check_positive("gradient_scale", gradient_scale)
+    system = _system.as_system(tx)
+    num_steps = _checks.positive_int("num_steps", num_steps)
+    num_samples = _checks.positive_int("num_samples", num_samples)
+    _checks.positive("gradient_scale", gradient_scale)
     g = gradient_scale * jax.random.normal(
         jax.random.key(seed), (num_samples, num_steps), system.dtype
     )
@@ -100,9 +101,9 @@ def zero_gradient_schedule(
     Returns:
       A `ScheduleFit` (``spread`` is zero: there is one deterministic sequence).
     """
-    system = _system._as_system(tx)
-    num_steps = _system._check_positive_int("num_steps", num_steps)
-    _system._check_positive("gradient_scale", gradient_scale)
+    system = _system.as_system(tx)
+    num_steps = _checks.positive_int("num_steps", num_steps)
+    _checks.positive("gradient_scale", gradient_scale)
     s = jnp.asarray(gradient_scale, system.dtype)
 
     def body(carry, _):

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import optax
 
+from interpret import _checks
 from interpret import system as _system
 from interpret.momentum import r_squared
 from interpret.problem import GradientStats
@@ -95,9 +96,8 @@ def update_shapes(
     step: int = 0,
 ) -> list[UpdateShape]:
     """`update_shape` at each of ``states`` ``(S, size)``, evaluated in one compiled call."""
-    if not isinstance(stats, GradientStats):
-        raise ValueError(f"stats: expected a GradientStats, got {type(stats).__name__}.")
-    system = _system._as_system(tx)
+    _checks.instance("stats", stats, GradientStats, "a GradientStats")
+    system = _system.as_system(tx)
     q = stats.quantiles
     tiny = q[1] * 1e-3
     mags = np.concatenate([[tiny], np.geomspace(q[1] / 100, q[99] * 10, 61)])

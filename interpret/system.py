@@ -34,21 +34,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from interpret import _checks
+
 Clock = tuple
 """The non-float leaves of a transformation's state (step counters): exogenous time."""
-
-
-def _is_float(leaf: Any) -> bool:
-    return jnp.issubdtype(jnp.asarray(leaf).dtype, jnp.inexact)
-
-
-def _check_transform(tx: Any, name: str = "tx") -> None:
-    """Raises a ValueError naming ``name`` unless ``tx`` has callable ``init`` and ``update``."""
-    if not (callable(getattr(tx, "init", None)) and callable(getattr(tx, "update", None))):
-        raise ValueError(
-            f"{name}: expected an optax.GradientTransformation (with init and update), "
-            f"got {type(tx).__name__}."
-        )
 
 
 def _update_kwargs(tx: Any, value: Any) -> dict[str, Any]:
@@ -141,8 +130,7 @@ class ScalarSystem:
 
     def clock_at(self, step: int) -> Clock:
         """The clock after ``step`` calls of ``tx.update`` (with zero gradients) from init."""
-        if step < 0:
-            raise ValueError(f"step: expected a non-negative integer, got {step!r}.")
+        step = _checks.non_negative_int("step", step)
         if not self.initial_clock or step == 0:
             return self.initial_clock
         return _advance(self, int(step))
@@ -204,13 +192,13 @@ def scalar_system(
     Returns:
       A `ScalarSystem`.
     """
-    _check_transform(tx)
+    _checks.gradient_transformation(tx)
     if not jnp.issubdtype(jnp.dtype(dtype), jnp.floating):
         raise ValueError(f"dtype: expected a floating-point dtype, got {dtype!r}.")
     p = jnp.asarray(param, dtype).reshape(())
     state = tx.init(p)
     leaves, treedef = jax.tree.flatten(state)
-    mask = tuple(_is_float(leaf) for leaf in leaves)
+    mask = tuple(_checks.is_float(leaf) for leaf in leaves)
     shapes = tuple(tuple(jnp.shape(leaf)) for leaf in leaves)
     dtypes = tuple(jnp.asarray(leaf).dtype for leaf in leaves)
     float_dtypes = [d for d, m in zip(dtypes, mask, strict=True) if m]
@@ -269,49 +257,19 @@ def typical_state(
     Returns:
       The state vector, shape ``(size,)``.
     """
-    system = _as_system(tx)
-    num_steps = _check_positive_int("num_steps", num_steps)
+    system = as_system(tx)
+    num_steps = _checks.positive_int("num_steps", num_steps)
     g = gradient_scale * jax.random.normal(jax.random.key(seed), (num_steps,), system.dtype)
     hs, _ = jax.jit(system.run)(g)
     return system.next_state(hs[-1], g[-1], system.clock_at(num_steps - 1))
 
 
-def _as_system(tx_or_system: Any, **kwargs: Any) -> ScalarSystem:
-    """Returns ``tx_or_system`` if it is a `ScalarSystem`, else ``scalar_system(tx, ...)``."""
+def as_system(tx_or_system: Any, **kwargs: Any) -> ScalarSystem:
+    """``tx_or_system`` if it is a `ScalarSystem`, else ``scalar_system(tx_or_system, **kwargs)``.
+
+    The package's internal helper (not re-exported) behind every entry point that accepts
+    either an optax transformation or its `ScalarSystem`.
+    """
     if isinstance(tx_or_system, ScalarSystem):
         return tx_or_system
     return scalar_system(tx_or_system, **kwargs)
-
-
-def _check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    """Returns ``int(value)`` or raises a ValueError naming ``name`` (``minimum=0``: >= 0)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise ValueError(f"{name}: expected {what}, got {value!r}.")
-    return int(value)
-
-
-def _check_positive(name: str, value: Any) -> None:
-    """Raises a ValueError naming ``name`` unless ``value`` is a finite positive number."""
-    if not (np.isfinite(value) and value > 0):
-        raise ValueError(f"{name}: expected a positive number, got {value!r}.")
-
-
-def _check_optional_positive(name: str, value: Any) -> None:
-    """Raises a ValueError naming ``name`` unless ``value`` is None or a finite positive number."""
-    if value is not None:
-        _check_positive(name, value)
-
-
-def _vector(name: str, values: Any, ndim: int = 1) -> np.ndarray:
-    """``values`` as a finite float64 numpy array with ``ndim`` dims, or a named ValueError."""
-    arr = np.asarray(values, dtype=np.float64)
-    if arr.ndim == 0 and ndim == 1:
-        arr = arr.reshape(1)
-    if arr.ndim != ndim or arr.size == 0:
-        raise ValueError(
-            f"{name}: expected a non-empty {ndim}-d array of numbers, got shape {arr.shape}."
-        )
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name}: expected finite numbers, got {arr}.")
-    return arr

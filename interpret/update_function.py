@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from interpret import _checks
 from interpret import system as _system
 
 
@@ -58,8 +59,8 @@ def update_function(
     Returns:
       An `UpdateFunction`.
     """
-    system = _system._as_system(tx)
-    g = _system._vector("gradients", gradients)
+    system = _system.as_system(tx)
+    g = _checks.vector("gradients", gradients)
     h = np.asarray(system.initial_state if states is None else states, np.float64)
     if h.ndim == 1:
         h = h[None]
