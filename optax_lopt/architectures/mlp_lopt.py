@@ -24,6 +24,7 @@ import optax
 
 from optax_lopt import _checks, _numerics
 from optax_lopt.architectures import _features as F
+from optax_lopt.architectures import _step_adaptation
 from optax_lopt.base import LearnedOptimizer, MetaParams
 
 _SKIP_INITS = ("adam", "random")
@@ -36,11 +37,14 @@ class MLPLOptState(NamedTuple):
       count: number of updates taken (int32 scalar).
       momenta: one params-shaped tree per momentum decay.
       second_moment: a params-shaped tree, EMA of ``g**2``.
+      step_adaptation: the per-tensor step scales (a
+        ``_step_adaptation.StepAdaptationState``) when ``step_adaptation`` is set, else ``()``.
     """
 
     count: jax.Array
     momenta: tuple[Any, ...]
     second_moment: Any
+    step_adaptation: Any = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,6 +118,20 @@ class MLPLOpt(LearnedOptimizer):
         the updates are unchanged, so meta-training on shorter horizons does not see it.
         ``None`` (default) never anneals.
       anneal_power: the decay's exponent, in ``(0, 1]``; 1 is the ``1 / t`` decay.
+      step_adaptation: if set (a positive number), every tensor's update is multiplied by a
+        step scale ``exp(s)`` that the optimizer adapts as it runs: ``s`` moves by
+        ``-rate * cos(g_t, u_{t-1})`` per step (hypergradient descent on the log step size,
+        see ``_step_adaptation``), decays toward 0 by ``adaptation_decay`` and stays within
+        ``+/- adaptation_limit``. ``rate`` is ``step_adaptation * exp(theta["adaptation"])``,
+        so meta-training learns it. The network's features are scale-free, so without this
+        it takes steps of about one size on every problem; with it a problem whose steps
+        keep agreeing (a well-conditioned convex one) gets longer steps and one whose steps
+        oscillate gets shorter ones. ``None`` (default): no adaptation, no extra state.
+      adaptation_decay: the pull of ``s`` toward 0 per step, in ``[0, 1)``.
+      adaptation_limit: the bound on ``|s|``: scales stay within ``exp(+/- limit)``.
+      adaptation_granularity: ``"tensor"`` (default: one scale per parameter leaf, driven by
+        the cosine of ``g_t`` and ``u_{t-1}``) or ``"coordinate"`` (one per entry, driven by
+        the sign of ``g_t * u_{t-1}``; one more params-shaped array of state).
 
     Without ``params`` (``update(grads, state)``) the parameter feature is zero, as if every
     parameter were 0: the steps differ from those with ``params``. Gradients whose tree or
@@ -140,6 +158,10 @@ class MLPLOpt(LearnedOptimizer):
     spike_clip: float | None = F.SPIKE_CLIP
     anneal_after: int | None = None
     anneal_power: float = 1.0
+    step_adaptation: float | None = None
+    adaptation_decay: float = 0.01
+    adaptation_limit: float = 4.6
+    adaptation_granularity: str = "tensor"
 
     def __post_init__(self) -> None:
         F.check_fields(
@@ -158,6 +180,12 @@ class MLPLOpt(LearnedOptimizer):
                 "spike_clip": F.optional(_checks.positive),
                 "anneal_after": F.optional(_checks.positive_int),
                 "anneal_power": lambda n, v: _checks.in_unit_interval(n, v, closed_high=True),
+                "step_adaptation": F.optional(_checks.positive),
+                "adaptation_decay": lambda n, v: _checks.in_unit_interval(n, v, closed_low=True),
+                "adaptation_limit": _checks.positive,
+                "adaptation_granularity": lambda n, v: _checks.one_of(
+                    n, v, _step_adaptation.GRANULARITIES
+                ),
             },
         )
 
@@ -175,11 +203,14 @@ class MLPLOpt(LearnedOptimizer):
             skip = {"w": F.init_dense(jax.random.fold_in(key, 1), self.num_inputs, 2)["w"]}
         else:
             skip = F.init_skip(self.num_inputs, F.adam_feature_index(self.momentum_decays, 1))
-        return {
+        theta = {
             "mlp": F.init_mlp(k_mlp, self.num_inputs, self.hidden_sizes, 2, self.output_scale),
             "skip": skip,
             "time": {"w": time["w"]},
         }
+        if self.step_adaptation is not None:
+            theta["adaptation"] = jnp.zeros((), jnp.float32)
+        return theta
 
     def transform(self, theta: MetaParams) -> optax.GradientTransformationExtraArgs:
         decays = self.momentum_decays
@@ -191,6 +222,9 @@ class MLPLOpt(LearnedOptimizer):
                 count=jnp.zeros((), jnp.int32),
                 momenta=F.init_momenta(params, decays),
                 second_moment=jax.tree.map(_numerics.zeros_for, params),
+                step_adaptation=()
+                if self.step_adaptation is None
+                else _step_adaptation.init(params, self.adaptation_granularity),
             )
 
         def update_fn(updates, state, params=None, *, value=None, **extra_args):
@@ -215,10 +249,12 @@ class MLPLOpt(LearnedOptimizer):
             time_bias = F.step_embedding(count, self.timescales) @ theta["time"]["w"]
             treedef = jax.tree.structure(grads)
             features = self._features(treedef, grads, momenta, second, params, count, limit)
-            leaves = self._updates(features, theta, time_bias, count)
-            new_updates = treedef.unflatten(leaves)
+            leaves = self._updates(features, theta, time_bias)
+            new_updates, adaptation = self._adapt(treedef.unflatten(leaves), grads, state, theta)
+            new_updates = self._anneal(new_updates, count)
             reference = updates if params is None else params
-            return _numerics.cast_like(new_updates, reference), MLPLOptState(count, momenta, second)
+            new_state = MLPLOptState(count, momenta, second, adaptation)
+            return _numerics.cast_like(new_updates, reference), new_state
 
         return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -247,8 +283,8 @@ class MLPLOpt(LearnedOptimizer):
             features.append(feats)
         return features
 
-    def _updates(self, features, theta, time_bias, count):
-        """The network's update per leaf, made odd in ``g`` and annealed where configured."""
+    def _updates(self, features, theta, time_bias):
+        """The network's update per leaf, made odd in ``g`` where configured."""
         leaves = F.mlp_updates(features, theta, time_bias, self.step_mult, self.exp_mult)
         if self.antisymmetric:
             # Features 0 (p / rms(p)) and 2 + K (r * s) do not change sign with g.
@@ -256,7 +292,26 @@ class MLPLOpt(LearnedOptimizer):
             flipped = [[f if k in even else -f for k, f in enumerate(feats)] for feats in features]
             mirror = F.mlp_updates(flipped, theta, time_bias, self.step_mult, self.exp_mult)
             leaves = [0.5 * (a - b) for a, b in zip(leaves, mirror, strict=True)]
-        if self.anneal_after is not None:
-            factor = F.anneal_factor(count, self.anneal_after, self.anneal_power)
-            leaves = [u * factor.astype(u.dtype) for u in leaves]
         return leaves
+
+    def _adapt(self, updates, grads, state, theta):
+        """``updates`` times the adapted per-tensor step scales, and the new adaptation state."""
+        if self.step_adaptation is None:
+            return updates, ()
+        rate = self.step_adaptation * jnp.exp(theta["adaptation"])
+        return _step_adaptation.adapt(
+            state.step_adaptation,
+            grads,
+            updates,
+            rate,
+            self.adaptation_decay,
+            self.adaptation_limit,
+            self.adaptation_granularity,
+        )
+
+    def _anneal(self, updates, count):
+        """``updates`` times the post-horizon decay, where ``anneal_after`` is set."""
+        if self.anneal_after is None:
+            return updates
+        factor = F.anneal_factor(count, self.anneal_after, self.anneal_power)
+        return jax.tree.map(lambda u: u * factor.astype(u.dtype), updates)

@@ -1,0 +1,171 @@
+"""Per-tensor step-size adaptation (`architectures/_step_adaptation.py`) and MLPLOpt's option."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import optax_lopt
+from optax_lopt.architectures import _step_adaptation as SA
+
+
+@pytest.mark.parametrize(
+    "a, b, expected",
+    [
+        ([1.0, 2.0], [2.0, 4.0], 1.0),
+        ([1.0, 2.0], [-3.0, -6.0], -1.0),
+        ([1.0, 0.0], [0.0, 5.0], 0.0),
+        ([0.0, 0.0], [1.0, 1.0], 0.0),
+        ([3.0, 4.0], [4.0, 3.0], 24.0 / 25.0),
+    ],
+)
+def test_cosine_known_values(a, b, expected):
+    got = SA.cosine(jnp.asarray(a), jnp.asarray(b))
+    chex.assert_trees_all_close(got, jnp.float32(expected), atol=1e-6)
+
+
+def test_cosine_of_a_tiny_gradient_is_still_a_cosine():
+    # Squares of 1e-20 underflow in float32; the products with an O(1) vector do not.
+    g = jnp.asarray([3e-20, 4e-20])
+    u = jnp.asarray([-4.0, -3.0])
+    chex.assert_trees_all_close(SA.cosine(g, u), jnp.float32(-24.0 / 25.0), atol=1e-6)
+
+
+def _run_adapt(grads, rate, decay, limit):
+    """Scales after feeding ``grads`` in turn, each step's update ``-g`` (Adam-like)."""
+    params = {"w": jnp.zeros(3)}
+    state = SA.init(params)
+    scales = []
+    for g in grads:
+        g = {"w": jnp.asarray(g)}
+        _, state = SA.adapt(state, g, jax.tree.map(jnp.negative, g), rate, decay, limit)
+        scales.append(float(state.log_scales["w"]))
+    return np.asarray(scales)
+
+
+def test_agreeing_steps_grow_the_scale_linearly_up_to_the_limit():
+    scales = _run_adapt([[1.0, 2.0, 3.0]] * 8, rate=0.25, decay=0.0, limit=1.0)
+    # The first step has no previous one (cosine 0); then every step agrees fully (c = -1).
+    np.testing.assert_allclose(scales, [0.0, 0.25, 0.5, 0.75, 1.0, 1.0, 1.0, 1.0], atol=1e-6)
+
+
+def test_oscillating_steps_shrink_the_scale_and_decay_pulls_it_back():
+    flip = [[1.0, 2.0, 3.0], [-1.0, -2.0, -3.0]] * 3
+    scales = _run_adapt(flip, rate=0.1, decay=0.5, limit=5.0)
+    # s_t = 0.5 * s_{t-1} - 0.1 * 1 from step 2 on: a fixed point at -0.2.
+    expected = [0.0]
+    for _ in range(5):
+        expected.append(0.5 * expected[-1] - 0.1)
+    np.testing.assert_allclose(scales, expected, atol=1e-6)
+
+
+def test_updates_are_scaled_by_exp_of_the_new_scale():
+    params = {"w": jnp.zeros(2)}
+    state = SA.StepAdaptationState({"w": jnp.float32(0.5)}, {"w": jnp.asarray([-1.0, 0.0])})
+    g = {"w": jnp.asarray([1.0, 0.0])}
+    u = {"w": jnp.asarray([-2.0, 3.0])}
+    scaled, new = SA.adapt(state, g, u, rate=0.1, decay=0.0, limit=4.0)
+    chex.assert_trees_all_close(new.log_scales["w"], jnp.float32(0.6), atol=1e-6)
+    chex.assert_trees_all_close(scaled["w"], u["w"] * np.exp(0.6), rtol=1e-6)
+    chex.assert_trees_all_close(new.previous_updates, scaled)
+    del params
+
+
+def _ill_conditioned_loss(p):
+    return 0.5 * jnp.sum(jnp.logspace(0, 2, 10) * p["w"] ** 2)
+
+
+def _final_loss(lopt, steps=300):
+    tx = lopt.transform(lopt.init(jax.random.key(0)))
+    params = {"w": jnp.full(10, 3.0)}
+
+    def step(carry, _):
+        p, s = carry
+        u, s = tx.update(jax.grad(_ill_conditioned_loss)(p), s, p)
+        return (optax.apply_updates(p, u), s), None
+
+    (params, state), _ = jax.lax.scan(step, (params, tx.init(params)), None, length=steps)
+    return float(_ill_conditioned_loss(params)), state
+
+
+def test_mlp_lopt_adaptation_lengthens_steps_on_an_ill_conditioned_quadratic():
+    base, base_state = _final_loss(optax_lopt.MLPLOpt(step_mult=0.01))
+    adapted, state = _final_loss(optax_lopt.MLPLOpt(step_mult=0.01, step_adaptation=0.05))
+    assert base_state.step_adaptation == ()
+    assert float(state.step_adaptation.log_scales["w"]) != 0.0
+    # A fixed step of 0.01 from 3.0 cannot reach the minimum in 300 steps; adapted ones can.
+    assert base > 1.0
+    assert adapted < 1e-2 * base
+
+
+def test_mlp_lopt_adaptation_keeps_the_update_odd_in_the_gradient():
+    lopt = optax_lopt.MLPLOpt(antisymmetric=True, step_adaptation=0.1)
+    tx = lopt.transform(lopt.init(jax.random.key(1)))
+    params = {"w": jnp.asarray([0.3, -1.0, 2.0])}
+    grads = [jnp.asarray([1.0, -2.0, 0.5]), jnp.asarray([0.7, -1.5, 0.2])]
+    s_pos, s_neg = tx.init(params), tx.init(params)
+    for g in grads:
+        u_pos, s_pos = tx.update({"w": g}, s_pos, params)
+        u_neg, s_neg = tx.update({"w": -g}, s_neg, params)
+        chex.assert_trees_all_close(u_pos, jax.tree.map(jnp.negative, u_neg), atol=1e-7)
+    chex.assert_trees_all_close(s_pos.step_adaptation.log_scales, s_neg.step_adaptation.log_scales)
+
+
+def test_mlp_lopt_adaptation_rate_is_a_meta_parameter():
+    lopt = optax_lopt.MLPLOpt(step_adaptation=0.05)
+    theta = lopt.init(jax.random.key(0))
+    chex.assert_trees_all_close(theta["adaptation"], jnp.float32(0.0))
+    assert "adaptation" not in optax_lopt.MLPLOpt().init(jax.random.key(0))
+
+    def loss(a):
+        return _final_loss_theta(lopt, {**theta, "adaptation": a})
+
+    assert float(jax.grad(loss)(jnp.float32(0.0))) != 0.0
+
+
+def _final_loss_theta(lopt, theta, steps=20):
+    tx = lopt.transform(theta)
+    params = {"w": jnp.full(10, 3.0)}
+    state = tx.init(params)
+    for _ in range(steps):
+        u, state = tx.update(jax.grad(_ill_conditioned_loss)(params), state, params)
+        params = optax.apply_updates(params, u)
+    return _ill_conditioned_loss(params)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("step_adaptation", -0.1),
+        ("adaptation_decay", 1.0),
+        ("adaptation_limit", 0.0),
+        ("adaptation_granularity", "layer"),
+    ],
+)
+def test_bad_adaptation_settings_name_the_field(field, value):
+    with pytest.raises(ValueError, match=field):
+        optax_lopt.MLPLOpt(**{field: value})
+
+
+def test_coordinate_granularity_adapts_each_entry_by_its_sign_agreement():
+    params = {"w": jnp.zeros(3)}
+    state = SA.init(params, "coordinate")
+    chex.assert_shape(state.log_scales["w"], (3,))
+    # Entry 0 keeps its sign (agrees with the previous step -g), entry 1 flips, entry 2 is 0.
+    grads = [jnp.asarray([1.0, 1.0, 0.0]), jnp.asarray([1.0, -1.0, 0.0])] * 2
+    for g in grads:
+        g = {"w": g}
+        _, state = SA.adapt(state, g, jax.tree.map(jnp.negative, g), 0.1, 0.0, 1.0, "coordinate")
+    chex.assert_trees_all_close(state.log_scales["w"], jnp.asarray([0.3, -0.3, 0.0]), atol=1e-6)
+
+
+def test_mlp_lopt_coordinate_adaptation_beats_a_fixed_step_on_the_quadratic():
+    base, _ = _final_loss(optax_lopt.MLPLOpt(step_mult=0.01))
+    lopt = optax_lopt.MLPLOpt(
+        step_mult=0.01, step_adaptation=0.05, adaptation_granularity="coordinate"
+    )
+    adapted, state = _final_loss(lopt)
+    chex.assert_shape(state.step_adaptation.log_scales["w"], (10,))
+    assert adapted < 1e-2 * base
