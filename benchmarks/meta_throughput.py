@@ -3,7 +3,8 @@
 Setting (issue 3, item 8): the learned optimizer ``MLPLOpt`` on the 10-d ``quadratic`` family,
 8 tasks, truncations of 50 inner steps. One ``meta_gradient`` call (one truncation of every
 task, the antithetic pair of ES-type estimators included, and the gradient estimate) is one
-jitted call. A task-step is one inner step of one task; ES-type estimators run two inner
+jitted call; for ``es`` and ``full_bptt`` (no truncation) a call unrolls the family's whole
+horizon. A task-step is one inner step of one task; ES-type estimators run two inner
 trajectories (``theta +/- eps``) per task, which are counted once.
 
 Prints a table, then one JSON object as the last line:
@@ -37,13 +38,9 @@ _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repeats per estimator; the 
 
 
 def _time_estimator(name: str, lopt, family) -> dict[str, float]:
-    est = meta.estimator(
-        name,
-        lopt,
-        family,
-        num_tasks=_NUM_TASKS.value,
-        truncation_length=_TRUNCATION.value,
-    )
+    knobs = {"num_tasks": _NUM_TASKS.value, "truncation_length": _TRUNCATION.value}
+    fields = meta.estimator_fields(name)  # es and full_bptt take no truncation_length
+    est = meta.estimator(name, lopt, family, **{k: v for k, v in knobs.items() if k in fields})
     theta = lopt.init(jax.random.key(0))
     state = jax.jit(est.init)(theta, jax.random.key(1))
     step = jax.jit(est.meta_gradient, donate_argnums=(1,))
@@ -70,7 +67,9 @@ def _time_estimator(name: str, lopt, family) -> dict[str, float]:
             grad, state, metrics = compiled(theta, state, jax.random.key(1000 * r + i))
         jax.block_until_ready((grad, state))
         best = min(best, (time.perf_counter() - start) / calls)
-    steps = _NUM_TASKS.value * _TRUNCATION.value
+    # A call runs one truncation of each task; es and full_bptt run the whole horizon.
+    unroll = est.truncation_length if "truncation_length" in fields else est.horizon
+    steps = _NUM_TASKS.value * (unroll or family.num_steps)
     return {
         "compile_s": compile_s,
         "ms_per_call": 1e3 * best,

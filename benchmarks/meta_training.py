@@ -6,11 +6,16 @@ compile the outer step, the outer steps per second after that, and the cut in me
 between the first and last 20 outer steps. Prints a table, then one JSON object as the last
 line.
 
+The architecture, task, estimator settings, meta-optimizer and seed are the flags of
+``optax_lopt.meta.MetaTrainingRecipe`` (the defaults of ``examples/meta_train.py``), built with
+``optax_lopt.meta.meta_training_recipe``; ``--estimators`` lists the estimators to time.
+
 Run: ``python benchmarks/meta_training.py`` (``--help`` for flags).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -18,42 +23,39 @@ import time
 
 import jax
 import numpy as np
-import optax
 from absl import app, flags
 
-import optax_lopt
-import optax_lopt.tasks
-from optax_lopt.meta import MetaTrainer, estimator, estimator_fields
+from optax_lopt.meta import MetaTrainer, MetaTrainingRecipe, estimator_names
+from optax_lopt.meta.config_flags import config_from_flags, define_flags
+from optax_lopt.meta.meta_training_recipe import (
+    build_estimator,
+    build_lopt,
+    build_meta_optimizer,
+)
 
-_TASK = flags.DEFINE_string("task", "linear_regression", "Task family name.")
-_ARCHITECTURE = flags.DEFINE_string("architecture", "MLPLOpt", "Learned optimizer class name.")
 _ESTIMATORS = flags.DEFINE_list(
     "estimators", ["truncated_bptt", "truncated_es", "pes", "hybrid"], "Estimators to time."
 )
-_NUM_OUTER_STEPS = flags.DEFINE_integer("num_outer_steps", 300, "Outer steps per estimator.")
-_NUM_TASKS = flags.DEFINE_integer("num_tasks", 8, "Tasks per outer step.")
-_TRUNCATION_LENGTH = flags.DEFINE_integer("truncation_length", 20, "Inner steps per outer step.")
-_META_LEARNING_RATE = flags.DEFINE_float("meta_learning_rate", 3e-3, "Adam meta learning rate.")
-_SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
+flags.register_validator(
+    "estimators",
+    lambda names: set(names) <= set(estimator_names()),
+    message=f"--estimators: expected names among {', '.join(estimator_names())}.",
+)
+define_flags(MetaTrainingRecipe, exclude=("estimator",))
 
 _WINDOW = 20
 
 
-def bench_one(name: str) -> dict[str, float | str]:
-    """Compiles and runs one estimator; returns its row of the table."""
-    lopt = optax_lopt.architecture(_ARCHITECTURE.value)()
-    family = optax_lopt.tasks.family(_TASK.value)
-    kwargs = {"num_tasks": _NUM_TASKS.value}
-    if "truncation_length" in estimator_fields(name):
-        kwargs["truncation_length"] = _TRUNCATION_LENGTH.value
-    est = estimator(name, lopt, family, **kwargs)
+def bench_one(recipe: MetaTrainingRecipe) -> dict[str, float | str]:
+    """Compiles and runs ``recipe``'s estimator; returns its row of the table."""
+    lopt = build_lopt(recipe)
     losses: list[float] = []
     trainer = MetaTrainer(
-        est,
-        optax.adam(_META_LEARNING_RATE.value),
+        build_estimator(recipe, lopt),
+        build_meta_optimizer(recipe),
         lopt=lopt,
-        seed=_SEED.value,
-        clip_norm=1.0,
+        seed=recipe.seed,
+        clip_norm=recipe.clip_norm or None,
         progress=False,
         on_step=lambda step, record: losses.append(record["meta_loss"]),
     )
@@ -63,16 +65,16 @@ def bench_one(name: str) -> dict[str, float | str]:
     jax.block_until_ready(state)
     compile_s = time.perf_counter() - start
     start = time.perf_counter()
-    theta = trainer.train(_NUM_OUTER_STEPS.value)  # from scratch, includes the first step
+    theta = trainer.train(recipe.num_outer_steps)  # from scratch, includes the first step
     jax.block_until_ready(theta)
     run_s = time.perf_counter() - start
     values = np.asarray(losses, np.float64)
     window = min(_WINDOW, max(1, values.size // 2))
     first, last = float(np.nanmean(values[:window])), float(np.nanmean(values[-window:]))
     return {
-        "estimator": name,
+        "estimator": recipe.estimator,
         "compile_s": compile_s,
-        "outer_steps_per_s": _NUM_OUTER_STEPS.value / run_s,
+        "outer_steps_per_s": recipe.num_outer_steps / run_s,
         "meta_loss_first": first,
         "meta_loss_last": last,
         "reduction": 1.0 - last / first,
@@ -81,13 +83,14 @@ def bench_one(name: str) -> dict[str, float | str]:
 
 def main(argv: list[str]) -> None:
     del argv
-    rows = [bench_one(name) for name in _ESTIMATORS.value]
+    recipe = config_from_flags(MetaTrainingRecipe, exclude=("estimator",))
+    rows = [bench_one(dataclasses.replace(recipe, estimator=n)) for n in _ESTIMATORS.value]
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, " + (
         f"jax {jax.__version__} on {jax.devices()[0].platform}"
     )
     print(
-        f"Meta-training {_ARCHITECTURE.value} on {_TASK.value}: {_NUM_OUTER_STEPS.value} outer "
-        f"steps, {_NUM_TASKS.value} tasks, truncation {_TRUNCATION_LENGTH.value} ({machine})"
+        f"Meta-training {recipe.architecture} on {recipe.task}: {recipe.num_outer_steps} outer "
+        f"steps, {recipe.num_tasks} tasks, truncation {recipe.truncation_length} ({machine})"
     )
     header = f"{'estimator':<16}{'compile s':>11}{'steps/s':>10}{'first':>9}{'last':>9}{'cut':>8}"
     print(header)
@@ -100,11 +103,11 @@ def main(argv: list[str]) -> None:
         json.dumps(
             {
                 "benchmark": "meta_training",
-                "task": _TASK.value,
-                "architecture": _ARCHITECTURE.value,
-                "num_outer_steps": _NUM_OUTER_STEPS.value,
-                "num_tasks": _NUM_TASKS.value,
-                "truncation_length": _TRUNCATION_LENGTH.value,
+                "task": recipe.task,
+                "architecture": recipe.architecture,
+                "num_outer_steps": recipe.num_outer_steps,
+                "num_tasks": recipe.num_tasks,
+                "truncation_length": recipe.truncation_length,
                 "machine": machine,
                 "rows": rows,
             }

@@ -27,7 +27,6 @@ Usage:
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import pathlib
@@ -46,6 +45,7 @@ import interpret
 import optax_lopt
 from interpret.report_text import missing
 from optax_lopt import baselines, tasks
+from optax_lopt.reverse_engineering import make_problem, pretrained_baseline
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 _NAMES = flags.DEFINE_list("names", None, "Shipped optimizers (default: all).")
@@ -88,17 +88,9 @@ def _r2(x) -> str:
     return "< -1" if x < -1 else _f(x)
 
 
-def _example():
-    path = ROOT / "examples" / "reverse_engineer.py"
-    spec = importlib.util.spec_from_file_location("_reverse_engineer_example", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def tuned_baseline(name: str, task: str, example) -> tuple[Any, str]:
+def tuned_baseline(name: str, task: str) -> tuple[Any, str]:
     """The best tuned baseline on ``task`` (metadata's, else Adam tuned here), and its label."""
-    tx = example.make_baseline("auto", f"pretrained:{name}", task)
+    tx = pretrained_baseline(name, task)
     if tx is not None:
         return tx, "the best tuned baseline in the optimizer's metadata"
     result = baselines.tune(tasks.family(task), "adam", learning_rates=TUNING_LEARNING_RATES,
@@ -107,14 +99,14 @@ def tuned_baseline(name: str, task: str, example) -> tuple[Any, str]:
     return result.transform(), f"Adam tuned here on 8 tuning instances (learning rate {lr:.3g})"
 
 
-def analyse(name: str, example, docs: pathlib.Path) -> tuple[interpret.Report, str, list]:
+def analyse(name: str, docs: pathlib.Path) -> tuple[interpret.Report, str, list]:
     """The report of shipped optimizer ``name`` on its own task, with held-out ablations.
 
     Returns the first seed's report, the baseline's label and the kept fraction per seed.
     """
     task = TASK.get(name, name)
-    problem, hessian_range = example.make_problem(task)
-    baseline, label = tuned_baseline(name, task, example)
+    problem, hessian_range = make_problem(task)
+    baseline, label = tuned_baseline(name, task)
     reports = [
         interpret.reverse_engineer(
             optax_lopt.pretrained(name),
@@ -315,12 +307,11 @@ def headline(r: interpret.Report, kept_per_seed: list, seconds) -> dict:
 def main(argv):
     del argv
     docs = pathlib.Path(_DOCS.value)
-    example = _example()
     names = _NAMES.value or list(optax_lopt.pretrained_names())
     reports, labels, spreads = {}, {}, {}
     for name in names:
         start = time.perf_counter()
-        reports[name], labels[name], spreads[name] = analyse(name, example, docs)
+        reports[name], labels[name], spreads[name] = analyse(name, docs)
         print(f"{name}: analysed in {time.perf_counter() - start:.0f} s", flush=True)
     timings = {name: time_command(name) for name in names} if _TIMING.value else {}
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores"

@@ -30,6 +30,10 @@ measured with `optax_lopt.meta.probe_meta_optimizers`: the best member saved eve
 a table, writes the population figure (``--figure``), then one JSON object as the last line:
 ``{"self_trained": ..., "adam_trained": ..., ...}``.
 
+The run's settings, defaults and builders are ``optax_lopt.meta.SelfTrainingRecipe`` and
+``optax_lopt.meta.self_training_recipe`` (shared with ``examples/self_train.py``); the flags
+defined here are the benchmark's own (the Adam reference, the tuning split, the probe).
+
 Run: ``python benchmarks/self_training.py`` (``--help`` for flags).
 
 References:
@@ -53,91 +57,34 @@ import numpy as np
 import optax
 from absl import app, flags
 
-import optax_lopt
-import optax_lopt.tasks
 from optax_lopt import evaluation
 from optax_lopt.meta import (
-    PES,
     MetaTrainer,
-    Mixture,
-    SelfTrainer,
+    SelfTrainingRecipe,
     plot_population,
     probe_meta_optimizers,
 )
+from optax_lopt.meta.config_flags import config_from_flags, define_flags
 from optax_lopt.meta.pbt import cap_loss, finite_argmin, running_loss
-from optax_lopt.tasks.mixes import SELF_TRAINING_EVALUATED, self_training_mix
+from optax_lopt.meta.self_training_recipe import (
+    build_estimator,
+    build_lopt,
+    build_trainer,
+    evaluated_families,
+    held_out,
+    inner_steps,
+    training_mix,
+)
+from optax_lopt.tasks.mixes import SELF_TRAINING_EVALUATED
 
-_POPULATION_SIZE = flags.DEFINE_integer("population_size", 8, "Self-training members.")
-_NUM_OUTER_STEPS = flags.DEFINE_integer("num_outer_steps", 150, "Outer steps of every run.")
-_NUM_TASKS = flags.DEFINE_integer("num_tasks", 2, "PES tasks per family per member.")
-_TRUNCATION_LENGTH = flags.DEFINE_integer("truncation_length", 20, "Inner steps per outer step.")
-_HORIZON = flags.DEFINE_integer("horizon", 200, "Inner trajectory length.")
-_SIGMA = flags.DEFINE_float("sigma", 0.01, "PES perturbation std.")
-_HIDDEN_SIZE = flags.DEFINE_integer("hidden_size", 16, "MLPLOpt hidden width.")
-_STEP_MULT = flags.DEFINE_float("step_mult", 5e-3, "MLPLOpt step scale.")
-_ANTISYMMETRIC = flags.DEFINE_bool("antisymmetric", False, "MLPLOpt odd in the gradient.")
-_FEATURE_CLIP = flags.DEFINE_float("feature_clip", 5.0, "MLPLOpt feature clip (0: off).")
-_RULE = flags.DEFINE_enum("rule", "self", ["best", "self"], "Which member optimizes whom.")
-_EXPLOIT_EVERY = flags.DEFINE_integer("exploit_every", 5, "Outer steps between PBT events.")
-_EXPLOIT_FRACTION = flags.DEFINE_float("exploit_fraction", 0.125, "Replaced per PBT event.")
-_PERTURB_SCALE = flags.DEFINE_float("perturb_scale", 0.05, "Relative explore noise.")
-_INITIAL_STEP_GAIN = flags.DEFINE_float("initial_step_gain", 1.0, "Initial meta-update gain.")
-_STEP_GAIN_FACTOR = flags.DEFINE_float("step_gain_factor", 1.25, "Explore factor on the gain.")
 _META_LEARNING_RATES = flags.DEFINE_list(
     "meta_learning_rates", ["1e-2", "3e-2", "1e-1"], "Adam meta learning rates tried."
 )
-_TWO_MOONS_POINTS = flags.DEFINE_integer("two_moons_points", 128, "Points per two_moons task.")
-_AUX_QUADRATIC_DIM = flags.DEFINE_integer(
-    "aux_quadratic_dim", 0, "Noisy quadratic added to both trainings' mix (0: none)."
-)
-_AUX_QUADRATIC_NOISE = flags.DEFINE_float(
-    "aux_quadratic_noise", 0.3, "Gradient noise scale of the auxiliary quadratic."
-)
 _NUM_TUNE_INSTANCES = flags.DEFINE_integer("num_tune_instances", 32, "'tune' instances.")
-_NUM_EVAL_INSTANCES = flags.DEFINE_integer("num_eval_instances", 128, "'test' instances.")
-_FIGURE = flags.DEFINE_string("figure", "docs/figures/self_training.png", "Figure path.")
-_SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
 _PROBE_EVERY = flags.DEFINE_integer("probe_every", 25, "Outer steps between probed snapshots.")
 _PROBE_STEPS = flags.DEFINE_integer("probe_steps", 40, "Outer steps of each probe trainee.")
 _PROBE_TRAINEES = flags.DEFINE_integer("probe_trainees", 4, "Fresh trainees per snapshot.")
-
-
-def _lopt() -> optax_lopt.MLPLOpt:
-    return optax_lopt.MLPLOpt(
-        hidden_sizes=(_HIDDEN_SIZE.value,),
-        step_mult=_STEP_MULT.value,
-        antisymmetric=_ANTISYMMETRIC.value,
-        feature_clip=_FEATURE_CLIP.value or None,
-        skip_init="random",
-    )
-
-
-def _mix() -> tuple[Any, ...]:
-    """The ``self_training`` preset (with the auxiliary noisy quadratic when it is on)."""
-    return self_training_mix(
-        _HORIZON.value,
-        _TWO_MOONS_POINTS.value,
-        _AUX_QUADRATIC_DIM.value,
-        _AUX_QUADRATIC_NOISE.value,
-    )
-
-
-def _estimator(lopt, num_tasks: int) -> Mixture:
-    def make(family):
-        return PES(
-            lopt,
-            family,
-            num_tasks=num_tasks,
-            truncation_length=_TRUNCATION_LENGTH.value,
-            sigma=_SIGMA.value,
-        )
-
-    return Mixture.from_mix(_mix(), make)
-
-
-def _families() -> list[Any]:
-    """The evaluated families of the mix."""
-    return [c.build() for c in _mix() if c.name in SELF_TRAINING_EVALUATED]
+define_flags(SelfTrainingRecipe)
 
 
 def _tune_scores(lopt, thetas: list[Any], families, num: int) -> list[float]:
@@ -174,15 +121,7 @@ def _probe_score(losses: np.ndarray) -> list[float]:
     return [float(v) for v in np.median(tail.mean(axis=2), axis=1)]
 
 
-def _held_out(lopt, theta, families) -> dict[str, float]:
-    tx = lopt.transform(theta)
-    return {
-        name: evaluation.evaluate({"x": tx}, f, _NUM_EVAL_INSTANCES.value)["x"].objective
-        for name, f in zip(SELF_TRAINING_EVALUATED, families, strict=True)
-    }
-
-
-def _self_train(lopt, size: int, steps: int) -> dict[str, Any]:
+def _self_train(recipe: SelfTrainingRecipe, lopt) -> dict[str, Any]:
     """Self-training, paused every --probe_every steps to keep the best member.
 
     The pause resumes from the checkpoint just written, bit-identical to an uninterrupted run.
@@ -190,17 +129,9 @@ def _self_train(lopt, size: int, steps: int) -> dict[str, Any]:
     records: list[dict[str, Any]] = []
     workdir = tempfile.mkdtemp(prefix="self_training_")
     start = time.perf_counter()
-    trainer = SelfTrainer(
-        _estimator(lopt, _NUM_TASKS.value),
-        lopt,
-        population_size=size,
-        rule=_RULE.value,
-        exploit_every=_EXPLOIT_EVERY.value,
-        exploit_fraction=_EXPLOIT_FRACTION.value,
-        perturb_scale=_PERTURB_SCALE.value,
-        initial_step_gain=_INITIAL_STEP_GAIN.value,
-        step_gain_factor=_STEP_GAIN_FACTOR.value,
-        seed=_SEED.value,
+    steps = recipe.num_outer_steps
+    trainer = build_trainer(
+        recipe,
         workdir=workdir,
         checkpoint_every=_PROBE_EVERY.value,
         async_checkpointing=False,
@@ -212,8 +143,10 @@ def _self_train(lopt, size: int, steps: int) -> dict[str, Any]:
         snapshots[min(at, steps)] = trainer.train(min(at, steps))
     seconds = time.perf_counter() - start
     shutil.rmtree(workdir, ignore_errors=True)
+    size = recipe.population_size
     members = [jax.tree.map(lambda x, i=i: x[i], trainer.state.theta) for i in range(size)]
-    tune = _tune_scores(lopt, members, _families(), _NUM_TUNE_INSTANCES.value)
+    families = evaluated_families(recipe)
+    tune = _tune_scores(lopt, members, families, _NUM_TUNE_INSTANCES.value)
     member = int(finite_argmin(tune))
     theta = jax.tree.map(lambda x: x[member], trainer.state.theta)
     return {
@@ -221,43 +154,44 @@ def _self_train(lopt, size: int, steps: int) -> dict[str, Any]:
         "snapshots": snapshots,
         "seconds": seconds,
         "member": member,
-        "test": _held_out(lopt, theta, _families()),
+        "test": held_out(recipe, lopt, theta, families),
         "ema_decay": trainer.ema_decay,
     }
 
 
-def _adam_train(lopt, size: int, steps: int, ema_decay: float) -> tuple[dict, list[dict]]:
+def _adam_train(recipe: SelfTrainingRecipe, lopt, ema_decay: float) -> tuple[dict, list[dict]]:
     """Adam, the same inner steps per outer step and in total, meta learning rate tuned."""
     rows = []
     for lr in (float(v) for v in _META_LEARNING_RATES.value):
         start = time.perf_counter()
         losses: list[float] = []
         adam = MetaTrainer(
-            _estimator(lopt, size * _NUM_TASKS.value),
+            build_estimator(recipe, lopt, recipe.population_size * recipe.num_tasks),
             optax.adam(lr),
             lopt=lopt,
-            seed=_SEED.value,
+            seed=recipe.seed,
             clip_norm=1.0,
             progress=False,
             on_step=lambda step, record, out=losses: out.append(record["meta_loss"]),
         )
-        theta = adam.train(steps)
+        theta = adam.train(recipe.num_outer_steps)
         seconds = time.perf_counter() - start
         rows.append({"meta_learning_rate": lr, "theta": theta, "seconds": seconds})
         rows[-1]["running"] = _running_mean(losses, ema_decay)
-    scores = _tune_scores(lopt, [r["theta"] for r in rows], _families(), _NUM_TUNE_INSTANCES.value)
+    families = evaluated_families(recipe)
+    scores = _tune_scores(lopt, [r["theta"] for r in rows], families, _NUM_TUNE_INSTANCES.value)
     for r, score in zip(rows, scores, strict=True):
         r["tune"] = score
     best = rows[int(finite_argmin([r["tune"] for r in rows]))]
-    best["test"] = _held_out(lopt, best["theta"], _families())
+    best["test"] = held_out(recipe, lopt, best["theta"], families)
     return best, rows
 
 
-def _feedback(lopt, snapshots, adam_lr: float) -> tuple[dict[int, float], float]:
+def _feedback(recipe, lopt, snapshots, adam_lr: float) -> tuple[dict[int, float], float]:
     """The feedback loop: each snapshot meta-trains the same fresh random trainees."""
-    probe_est = _estimator(lopt, _NUM_TASKS.value)
+    probe_est = build_estimator(recipe, lopt)
     kwargs = dict(
-        num_steps=_PROBE_STEPS.value, num_trainees=_PROBE_TRAINEES.value, seed=_SEED.value + 7
+        num_steps=_PROBE_STEPS.value, num_trainees=_PROBE_TRAINEES.value, seed=recipe.seed + 7
     )
     stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *snapshots.values())
     probe = _probe_score(probe_meta_optimizers(probe_est, lopt, stacked, **kwargs))
@@ -266,29 +200,32 @@ def _feedback(lopt, snapshots, adam_lr: float) -> tuple[dict[int, float], float]
     return dict(zip(snapshots, probe, strict=True)), adam[0]
 
 
-def _figure(selfrun, best_adam, feedback, adam_probe, size: int) -> None:
-    os.makedirs(os.path.dirname(_FIGURE.value) or ".", exist_ok=True)
+def _figure(recipe, selfrun, best_adam, feedback, adam_probe) -> None:
+    os.makedirs(os.path.dirname(recipe.figure) or ".", exist_ok=True)
     label = f"Adam-trained (meta-lr {best_adam['meta_learning_rate']:g}), same inner steps"
     plot_population(
         selfrun["records"],
-        _FIGURE.value,
-        title=f"Self-training MLPLOpt from random init ({size} members, rule={_RULE.value})",
+        recipe.figure,
+        title=(
+            f"Self-training MLPLOpt from random init ({recipe.population_size} members, "
+            f"rule={recipe.rule})"
+        ),
         references={label: best_adam["running"]},
         feedback=feedback,
         feedback_references={"Adam as the meta-optimizer": adam_probe},
     )
 
 
-def _print_table(selfrun, best_adam, rows, feedback, adam_probe, sizes) -> None:
-    size, steps, inner_steps, machine = sizes
+def _print_table(recipe, selfrun, best_adam, rows, feedback, adam_probe, machine) -> None:
+    size, steps = recipe.population_size, recipe.num_outer_steps
     self_test, adam_test = selfrun["test"], best_adam["test"]
     print(
-        f"Self-training vs Adam meta-training, MLPLOpt(hidden {_HIDDEN_SIZE.value}, step_mult "
-        f"{_STEP_MULT.value}, random init), {steps} outer steps, {inner_steps} inner steps "
-        f"each ({machine})"
+        f"Self-training vs Adam meta-training, MLPLOpt(hidden {recipe.hidden_size}, step_mult "
+        f"{recipe.step_mult}, random init), {steps} outer steps, {inner_steps(recipe)} inner "
+        f"steps each ({machine})"
     )
     print(
-        f"Training mix: {', '.join(c.name for c in _mix())}; evaluated on "
+        f"Training mix: {', '.join(c.name for c in training_mix(recipe))}; evaluated on "
         f"{', '.join(SELF_TRAINING_EVALUATED)}"
     )
     print(f"{'meta-trainer':<34}{'lin. regr.':>11}{'two moons':>11}{'mean':>9}{'train s':>9}")
@@ -322,26 +259,24 @@ def _print_table(selfrun, best_adam, rows, feedback, adam_probe, sizes) -> None:
     for at, value in feedback.items():
         print(f"  snapshot {at:>5}  {value:.4f}")
     print(f"  Adam (meta-lr {best_adam['meta_learning_rate']:g}, clip 1)  {adam_probe:.4f}")
-    print(f"Figure: {_FIGURE.value}")
+    print(f"Figure: {recipe.figure}")
 
 
 def main(argv: list[str]) -> None:
     del argv
-    lopt = _lopt()
-    size, steps = _POPULATION_SIZE.value, _NUM_OUTER_STEPS.value
-    per_member = len(_mix()) * _NUM_TASKS.value * 2 * _TRUNCATION_LENGTH.value
-    inner_steps = size * per_member * steps
-    selfrun = _self_train(lopt, size, steps)
-    best_adam, rows = _adam_train(lopt, size, steps, selfrun["ema_decay"])
-    feedback, adam_probe = _feedback(lopt, selfrun["snapshots"], best_adam["meta_learning_rate"])
-    if _FIGURE.value:
-        _figure(selfrun, best_adam, feedback, adam_probe, size)
+    recipe = config_from_flags(SelfTrainingRecipe)
+    lopt = build_lopt(recipe)
+    selfrun = _self_train(recipe, lopt)
+    best_adam, rows = _adam_train(recipe, lopt, selfrun["ema_decay"])
+    feedback, adam_probe = _feedback(
+        recipe, lopt, selfrun["snapshots"], best_adam["meta_learning_rate"]
+    )
+    if recipe.figure:
+        _figure(recipe, selfrun, best_adam, feedback, adam_probe)
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, " + (
         f"jax {jax.__version__} on {jax.devices()[0].platform}"
     )
-    _print_table(
-        selfrun, best_adam, rows, feedback, adam_probe, (size, steps, inner_steps, machine)
-    )
+    _print_table(recipe, selfrun, best_adam, rows, feedback, adam_probe, machine)
     print(
         json.dumps(
             {
@@ -352,11 +287,11 @@ def main(argv: list[str]) -> None:
                 "adam_meta_learning_rate": best_adam["meta_learning_rate"],
                 "adam_tune": {str(r["meta_learning_rate"]): r["tune"] for r in rows},
                 "self_trained_member": selfrun["member"],
-                "population_size": size,
-                "rule": _RULE.value,
-                "num_outer_steps": steps,
-                "aux_quadratic_dim": _AUX_QUADRATIC_DIM.value,
-                "inner_steps": inner_steps,
+                "population_size": recipe.population_size,
+                "rule": recipe.rule,
+                "num_outer_steps": recipe.num_outer_steps,
+                "aux_quadratic_dim": recipe.aux_quadratic_dim,
+                "inner_steps": inner_steps(recipe),
                 "self_training_seconds": selfrun["seconds"],
                 "feedback_probe": {str(k): v for k, v in feedback.items()},
                 "feedback_probe_adam": adam_probe,
