@@ -90,7 +90,14 @@ class Rollout:
 
 
 def _owned_leaves(state: Any, params: Any) -> list[list[int]]:
-    """For each param leaf, the indices of the float state leaves that belong to it."""
+    """For each param leaf, the indices of the float state leaves that belong to it.
+
+    A state leaf belongs to a parameter leaf when its tree path ends with the parameter's and
+    its shape starts with the parameter's (a per-coordinate accumulator), or when it is a
+    scalar (a per-tensor quantity, e.g. a tensor's adapted step scale): every coordinate of
+    the tensor sees that scalar as part of its state, as the one-coordinate system, whose
+    tensor is the coordinate, does.
+    """
     state_leaves = jax.tree_util.tree_flatten_with_path(state)[0]
     param_leaves = jax.tree_util.tree_flatten_with_path(params)[0]
     owned = []
@@ -102,7 +109,8 @@ def _owned_leaves(state: Any, params: Any) -> list[list[int]]:
                 continue
             if len(ppath) > len(spath) or tuple(spath[len(spath) - len(ppath) :]) != tuple(ppath):
                 continue
-            if tuple(np.shape(leaf))[: len(pshape)] != pshape:
+            shape = tuple(np.shape(leaf))
+            if shape[: len(pshape)] != pshape and shape != ():
                 continue
             mine.append(i)
         owned.append(mine)
@@ -136,6 +144,14 @@ def _gather(tree: Any, coords: list) -> jax.Array:
     return _in_coordinate_order(blocks, groups)
 
 
+def _per_coordinate(leaf: Any, size: int) -> jax.Array:
+    """A state leaf as ``(size, n)`` rows, one per coordinate; a scalar is repeated."""
+    leaf = jnp.asarray(leaf)
+    if leaf.ndim == 0:
+        return jnp.broadcast_to(leaf.reshape(1, 1), (size, 1))
+    return jnp.reshape(leaf, (size, -1))
+
+
 def _gather_state(state: Any, params: Any, coords: list, owned: list) -> jax.Array:
     leaves = jax.tree.leaves(state)
     plea = jax.tree.leaves(params)
@@ -143,7 +159,7 @@ def _gather_state(state: Any, params: Any, coords: list, owned: list) -> jax.Arr
     blocks = []
     for leaf, js, _ in groups:
         size = int(np.size(plea[leaf]))
-        parts = [jnp.reshape(leaves[i], (size, -1))[js].astype(jnp.float32) for i in owned[leaf]]
+        parts = [_per_coordinate(leaves[i], size)[js].astype(jnp.float32) for i in owned[leaf]]
         blocks.append(jnp.concatenate(parts, axis=1) if parts else jnp.zeros((len(js), 0)))
     sizes = {int(b.shape[1]) for b in blocks}
     if len(sizes) != 1:

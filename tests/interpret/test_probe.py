@@ -1,3 +1,5 @@
+from typing import Any, NamedTuple
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -144,3 +146,42 @@ def test_coordinates_in_any_order_across_leaves_keep_their_order():
         updates, state = tx.update(grads, state, params)
         np.testing.assert_allclose(r.updates[t], flat(updates)[np.array(coords)], rtol=1e-6)
         params = optax.apply_updates(params, updates)
+
+
+class _ScaledState(NamedTuple):
+    scale: Any
+    momentum: Any
+
+
+def _per_tensor_scaled_sgd(decay=0.5):
+    """Momentum SGD whose step is scaled by a per-tensor scalar state that counts steps."""
+
+    def init(params):
+        return _ScaledState(
+            jax.tree.map(lambda _: jnp.ones((), jnp.float32), params),
+            jax.tree.map(jnp.zeros_like, params),
+        )
+
+    def update(grads, state, params=None):
+        del params
+        momentum = jax.tree.map(lambda m, g: decay * m + g, state.momentum, grads)
+        scale = jax.tree.map(lambda s: s + 1.0, state.scale)
+        updates = jax.tree.map(lambda s, m: -0.01 * s * m, scale, momentum)
+        return updates, _ScaledState(scale, momentum)
+
+    return optax.GradientTransformation(init, update)
+
+
+def test_a_per_tensor_scalar_state_is_part_of_every_coordinates_state():
+    tx = _per_tensor_scaled_sgd()
+    ptx = interpret.probe(tx, coordinates=[1, 4, 6], buffer_size=4)
+    state, params = ptx.init(PARAMS), PARAMS
+    for _ in range(3):
+        updates, state = ptx.update(jax.grad(_loss)(params), state, params)
+        params = optax.apply_updates(params, updates)
+    rec = interpret.records(state)
+    system = interpret.scalar_system(tx)
+    assert system.size == 2  # the scale and the momentum of the one coordinate
+    chex.assert_shape(rec.states, (3, 3, system.size))
+    # Before step t (0-based) every tensor's scale is 1 + t, in every coordinate of it.
+    np.testing.assert_allclose(rec.states[:, :, 0], np.repeat([[1.0], [2.0], [3.0]], 3, axis=1))
