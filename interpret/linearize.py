@@ -159,8 +159,14 @@ def _derivatives(system, clock, h, g, input_step):
 def _eigenmodes(j: np.ndarray, b: np.ndarray, r: np.ndarray):
     """Eigen-decomposition of ``J`` read as momentum terms (see the module docstring).
 
-    Returns ``(eigenvalues, eigenvectors, alphas, timescales)``, by decreasing modulus.
+    Returns ``(eigenvalues, eigenvectors, alphas, timescales)``, by decreasing modulus. A
+    Jacobian with a non-finite entry (a rule not differentiable at this point, e.g. a norm
+    at zero) has no eigen-decomposition: everything is NaN, so callers can tell and move on.
     """
+    if j.size and not np.all(np.isfinite(j)):
+        n = j.shape[0]
+        nan = np.full((n,), np.nan)
+        return nan.astype(complex), np.full((n, n), np.nan, complex), nan.astype(complex), nan
     if not j.size:
         return (
             np.zeros((0,), complex),

@@ -169,3 +169,10 @@ def test_mlp_lopt_coordinate_adaptation_beats_a_fixed_step_on_the_quadratic():
     adapted, state = _final_loss(lopt)
     chex.assert_shape(state.step_adaptation.log_scales["w"], (10,))
     assert adapted < 1e-2 * base
+
+
+def test_cosine_has_a_finite_derivative_at_a_zero_vector():
+    # interpret linearises the one-coordinate system at g = 0, through this cosine.
+    for a in (jnp.zeros(1), jnp.zeros(3)):
+        grad = jax.grad(lambda x: SA.cosine(x, jnp.ones_like(x)))(a)
+        chex.assert_tree_all_finite(grad)

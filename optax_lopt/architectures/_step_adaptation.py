@@ -76,9 +76,14 @@ def cosine(a: jax.Array, b: jax.Array) -> jax.Array:
         peak = jnp.max(jnp.abs(x))
         return x / jnp.where(peak > 0, peak, 1.0)
 
-    a, b = unit_max(a), unit_max(b)
-    norms = jnp.sqrt(jnp.sum(jnp.square(a))) * jnp.sqrt(jnp.sum(jnp.square(b)))
-    return jnp.clip(jnp.sum(a * b) / jnp.maximum(norms, _COSINE_EPS), -1.0, 1.0)
+    def safe_norm(x):
+        # where-guarded, so that the derivative at a zero vector is 0 rather than NaN
+        square = jnp.sum(jnp.square(x))
+        return jnp.sqrt(jnp.where(square > 0, square, 1.0)), square > 0
+
+    (norm_a, a_nonzero), (norm_b, b_nonzero) = safe_norm(unit_max(a)), safe_norm(unit_max(b))
+    ratio = jnp.sum(unit_max(a) * unit_max(b)) / (norm_a * norm_b)
+    return jnp.where(a_nonzero & b_nonzero, jnp.clip(ratio, -1.0, 1.0), 0.0)
 
 
 def _sign_agreement(g: jax.Array, previous: jax.Array) -> jax.Array:

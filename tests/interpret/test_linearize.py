@@ -70,3 +70,21 @@ def test_linearize_bad_inputs():
         interpret.linearize(optax.adam(0.1), None, [1.0, 2.0])
     with pytest.raises(ValueError, match="linearization"):
         interpret.linearized_optimizer(None)
+
+
+def test_a_jacobian_that_is_not_finite_gives_nan_modes_instead_of_raising():
+    # h' = sqrt(h^2 + g^2): at h = g = 0 its derivative in h is 0 / 0.
+    def init(params):
+        return jnp.zeros_like(params)
+
+    def update(grads, state, params=None):
+        del params
+        new = jnp.sqrt(state**2 + grads**2)
+        return -0.1 * grads, new
+
+    lin = interpret.linearize(optax.GradientTransformation(init, update), state=[0.0], input=0.0)
+    assert not np.isfinite(lin.state_jacobian).all()
+    assert np.isnan(lin.eigenvalues).all() and np.isnan(lin.alphas).all()
+    # Away from that point the same rule linearises normally.
+    lin = interpret.linearize(optax.GradientTransformation(init, update), state=[1.0], input=0.5)
+    assert np.isfinite(lin.eigenvalues).all()
