@@ -176,3 +176,10 @@ def test_cosine_has_a_finite_derivative_at_a_zero_vector():
     for a in (jnp.zeros(1), jnp.zeros(3)):
         grad = jax.grad(lambda x: SA.cosine(x, jnp.ones_like(x)))(a)
         chex.assert_tree_all_finite(grad)
+
+
+def test_a_non_finite_previous_step_leaves_the_scales_finite():
+    state = SA.StepAdaptationState({"w": jnp.float32(0.3)}, {"w": jnp.asarray([jnp.nan, 1.0])})
+    g = {"w": jnp.asarray([1.0, 2.0])}
+    _, new = SA.adapt(state, g, g, rate=0.1, decay=0.0, limit=4.0)
+    chex.assert_trees_all_close(new.log_scales["w"], jnp.float32(0.3))

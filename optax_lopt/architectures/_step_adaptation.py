@@ -115,7 +115,9 @@ def adapt(
     agreement = cosine if granularity == "tensor" else _sign_agreement
 
     def one(s, g, previous, u):
-        s = jnp.clip((1.0 - decay) * s - rate * agreement(g, previous), -limit, limit)
+        c = agreement(g, previous)
+        c = jnp.where(jnp.isfinite(c), c, 0.0)  # a non-finite step never reaches the scales
+        s = jnp.clip((1.0 - decay) * s - rate * c, -limit, limit)
         return s, u * jnp.exp(s).astype(u.dtype)
 
     pairs = jax.tree.map(one, state.log_scales, grads, state.previous_updates, updates)
