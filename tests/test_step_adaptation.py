@@ -125,7 +125,7 @@ def test_mlp_lopt_adaptation_rate_is_a_meta_parameter():
     assert float(jax.grad(loss)(jnp.float32(0.0))) != 0.0
 
 
-def _final_loss_theta(lopt, theta, steps=20):
+def _final_loss_theta(lopt, theta, steps=4):
     tx = lopt.transform(theta)
     params = {"w": jnp.full(10, 3.0)}
     state = tx.init(params)
