@@ -62,7 +62,6 @@ def test_oscillating_steps_shrink_the_scale_and_decay_pulls_it_back():
 
 
 def test_updates_are_scaled_by_exp_of_the_new_scale():
-    params = {"w": jnp.zeros(2)}
     state = SA.StepAdaptationState({"w": jnp.float32(0.5)}, {"w": jnp.asarray([-1.0, 0.0])})
     g = {"w": jnp.asarray([1.0, 0.0])}
     u = {"w": jnp.asarray([-2.0, 3.0])}
@@ -70,7 +69,6 @@ def test_updates_are_scaled_by_exp_of_the_new_scale():
     chex.assert_trees_all_close(new.log_scales["w"], jnp.float32(0.6), atol=1e-6)
     chex.assert_trees_all_close(scaled["w"], u["w"] * np.exp(0.6), rtol=1e-6)
     chex.assert_trees_all_close(new.previous_updates, scaled)
-    del params
 
 
 def _ill_conditioned_loss(p):

@@ -37,7 +37,6 @@ import jax.numpy as jnp
 
 from optax_lopt import _numerics
 
-_COSINE_EPS = 1e-30
 GRANULARITIES = ("tensor", "coordinate")
 
 
@@ -81,8 +80,9 @@ def cosine(a: jax.Array, b: jax.Array) -> jax.Array:
         square = jnp.sum(jnp.square(x))
         return jnp.sqrt(jnp.where(square > 0, square, 1.0)), square > 0
 
-    (norm_a, a_nonzero), (norm_b, b_nonzero) = safe_norm(unit_max(a)), safe_norm(unit_max(b))
-    ratio = jnp.sum(unit_max(a) * unit_max(b)) / (norm_a * norm_b)
+    a, b = unit_max(a), unit_max(b)
+    (norm_a, a_nonzero), (norm_b, b_nonzero) = safe_norm(a), safe_norm(b)
+    ratio = jnp.sum(a * b) / (norm_a * norm_b)
     return jnp.where(a_nonzero & b_nonzero, jnp.clip(ratio, -1.0, 1.0), 0.0)
 
 
@@ -114,14 +114,11 @@ def adapt(
     """
     agreement = cosine if granularity == "tensor" else _sign_agreement
 
-    def one(s, g, previous, u):
+    def new_scale(s, g, previous):
         c = agreement(g, previous)
         c = jnp.where(jnp.isfinite(c), c, 0.0)  # a non-finite step never reaches the scales
-        s = jnp.clip((1.0 - decay) * s - rate * c, -limit, limit)
-        return s, u * jnp.exp(s).astype(u.dtype)
+        return jnp.clip((1.0 - decay) * s - rate * c, -limit, limit)
 
-    pairs = jax.tree.map(one, state.log_scales, grads, state.previous_updates, updates)
-    is_pair = lambda x: isinstance(x, tuple)  # noqa: E731
-    log_scales = jax.tree.map(lambda p: p[0], pairs, is_leaf=is_pair)
-    scaled = jax.tree.map(lambda p: p[1], pairs, is_leaf=is_pair)
+    log_scales = jax.tree.map(new_scale, state.log_scales, grads, state.previous_updates)
+    scaled = jax.tree.map(lambda u, s: u * jnp.exp(s).astype(u.dtype), updates, log_scales)
     return scaled, StepAdaptationState(log_scales, scaled)
