@@ -98,8 +98,8 @@ def check_timescales(name: str, value: Any) -> tuple[float, ...]:
 
 
 def optional(check: Any) -> Any:
-    """A check that lets None through and applies ``check`` to anything else."""
-    return lambda name, value: None if value is None else check(name, value)
+    """``check`` as a field check that lets None through (`optax_lopt._checks.optional`)."""
+    return lambda name, value: _checks.optional(check, name, value)
 
 
 def check_fields(config: Any, checks: dict[str, Any]) -> None:
