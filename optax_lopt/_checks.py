@@ -216,9 +216,32 @@ def value_range(name: str, value: Any, *, positive: bool = True) -> tuple[float,
     return (float(value[0]), float(value[1]))
 
 
-def positive_ints(name: str, value: Any) -> tuple[int, ...]:
-    """``value`` as a non-empty tuple of positive ints; Python or NumPy integers, in a tuple or
-    list."""
-    if not isinstance(value, (tuple, list)) or not value or not all(map(_is_positive_int, value)):
-        raise ValueError(f"{name}: expected a non-empty tuple of positive integers, got {value!r}.")
-    return tuple(int(v) for v in value)
+def tuple_of(
+    check: Callable[[str, Any], Any], name: str, value: Any, *, what: str, allow_empty: bool = False
+) -> tuple:
+    """``value`` (a tuple or a list) as a tuple of its elements passed through ``check``.
+
+    Each element is checked under the name ``name[i]``, so the message points at the entry
+    that is wrong; ``what`` describes the elements for the message about the container.
+    """
+    if not isinstance(value, (tuple, list)) or (not value and not allow_empty):
+        size = "" if allow_empty else "non-empty "
+        raise ValueError(f"{name}: expected a {size}tuple of {what}, got {value!r}.")
+    return tuple(check(f"{name}[{i}]", v) for i, v in enumerate(value))
+
+
+def positive_ints(name: str, value: Any, *, allow_empty: bool = False) -> tuple[int, ...]:
+    """``value`` as a tuple of positive ints (non-empty unless ``allow_empty``)."""
+    return tuple_of(positive_int, name, value, what="positive integers", allow_empty=allow_empty)
+
+
+def positives(name: str, value: Any) -> tuple[float, ...]:
+    """``value`` as a non-empty tuple of finite positive floats."""
+    return tuple_of(positive, name, value, what="finite positive numbers")
+
+
+def decay_rates(name: str, value: Any, *, allow_empty: bool = False) -> tuple[float, ...]:
+    """``value`` as a tuple of decay rates in (0, 1) (non-empty unless ``allow_empty``)."""
+    return tuple_of(
+        in_unit_interval, name, value, what="decay rates in (0, 1)", allow_empty=allow_empty
+    )

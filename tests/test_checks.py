@@ -99,6 +99,24 @@ def test_value_range_and_positive_ints():
         with pytest.raises(ValueError, match=r"^r: expected a pair \(low, high\) of finite"):
             _checks.value_range("r", bad)
     assert _checks.positive_ints("w", [np.int64(4), 2]) == (4, 2)
-    for bad in ((), (0,), (True,), (2.0,), 3):
+    assert _checks.positive_ints("w", [], allow_empty=True) == ()
+    for bad in ((), 3, "ab"):
         with pytest.raises(ValueError, match=r"^w: expected a non-empty tuple of positive"):
             _checks.positive_ints("w", bad)
+    for bad in ((0,), (True,), (2.0,)):
+        with pytest.raises(ValueError, match=r"^w\[0\]: expected a positive integer"):
+            _checks.positive_ints("w", bad)
+
+
+def test_tuples_of_numbers_name_the_entry_that_is_wrong():
+    assert _checks.positives("t", [1, np.float32(2.5)]) == (1.0, 2.5)
+    assert _checks.decay_rates("d", (0.9, 0.99)) == (0.9, 0.99)
+    assert _checks.decay_rates("d", (), allow_empty=True) == ()
+    with pytest.raises(ValueError, match=r"^t\[1\]: expected a finite positive number"):
+        _checks.positives("t", (1.0, 0.0))
+    with pytest.raises(ValueError, match=r"^d\[0\]: expected"):
+        _checks.decay_rates("d", (1.0,))
+    with pytest.raises(ValueError, match=r"^d: expected a non-empty tuple of decay rates"):
+        _checks.decay_rates("d", ())
+    with pytest.raises(ValueError, match=r"^t: expected a non-empty tuple of finite positive"):
+        _checks.positives("t", 3.0)

@@ -134,7 +134,7 @@ def test_state_layout_and_config_roundtrip():
     "kwargs, name",
     [
         ({"hidden_sizes": (0,)}, "hidden_sizes"),
-        ({"hidden_sizes": [32]}, "hidden_sizes"),
+        ({"hidden_sizes": 32}, "hidden_sizes"),
         ({"momentum_decays": (0.9, 1.0)}, "momentum_decays"),
         ({"momentum_decays": ()}, "momentum_decays"),
         ({"second_moment_decay": 0.0}, "second_moment_decay"),
@@ -162,6 +162,13 @@ def test_state_layout_and_config_roundtrip():
 def test_bad_config_names_the_argument(kwargs, name):
     with pytest.raises(ValueError, match=name):
         optax_lopt.MLPLOpt(**kwargs)
+
+
+def test_lists_in_a_config_are_stored_as_tuples():
+    # JSON configs carry lists; the dataclass must stay hashable and compare equal.
+    lopt = optax_lopt.MLPLOpt(hidden_sizes=[8], momentum_decays=[0.9], timescales=[1, 10])
+    assert lopt == optax_lopt.MLPLOpt(hidden_sizes=(8,), momentum_decays=(0.9,), timescales=(1, 10))
+    assert lopt.timescales == (1.0, 10.0) and hash(lopt) is not None
 
 
 def _spike_updates(lopt, spike):

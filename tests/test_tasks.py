@@ -275,7 +275,7 @@ def test_quadratic_refuses_bad_ranges_and_noise(kwargs, match):
 
 
 def test_choices_refuse_bools_and_strings():
-    with pytest.raises(ValueError, match=r"^hidden_sizes: expected a non-empty tuple of positive"):
+    with pytest.raises(ValueError, match=r"^hidden_sizes\[0\]: expected a positive integer"):
         tasks.TwoMoons(hidden_sizes=(True, 4))
     with pytest.raises(ValueError, match=r"^widths: expected a non-empty tuple of positive"):
         tasks.DigitsMLP(widths="16")

@@ -72,31 +72,6 @@ DEFAULT_TIMESCALES = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.
 # ----------------------------------------------------------------------------- validation
 
 
-def check_decays(name: str, decays: Any, allow_empty: bool = False) -> tuple[float, ...]:
-    """``decays`` as a tuple of floats in (0, 1); a ValueError naming ``name`` otherwise."""
-    if not isinstance(decays, tuple) or (not decays and not allow_empty):
-        what = "a tuple of decay rates in (0, 1)" + ("" if allow_empty else ", at least one")
-        raise ValueError(f"{name}: expected {what}, got {decays!r}.")
-    return tuple(_checks.in_unit_interval(f"{name}[{i}]", d) for i, d in enumerate(decays))
-
-
-def check_sizes(name: str, value: Any) -> tuple[int, ...]:
-    """``value`` as a non-empty tuple of positive ints; a ValueError naming ``name`` otherwise."""
-    if not isinstance(value, tuple) or not value:
-        raise ValueError(
-            f"{name}: expected a non-empty tuple of positive integers (one per hidden layer), "
-            f"got {value!r}."
-        )
-    return tuple(_checks.positive_int(f"{name}[{i}]", v) for i, v in enumerate(value))
-
-
-def check_timescales(name: str, value: Any) -> tuple[float, ...]:
-    """``value`` as a non-empty tuple of finite positive floats (step-embedding timescales)."""
-    if not isinstance(value, tuple) or not value:
-        raise ValueError(f"{name}: expected a non-empty tuple of positive numbers, got {value!r}.")
-    return tuple(_checks.positive(f"{name}[{i}]", t) for i, t in enumerate(value))
-
-
 def optional(check: Any) -> Any:
     """``check`` as a field check that lets None through (`optax_lopt._checks.optional`)."""
     return lambda name, value: _checks.optional(check, name, value)

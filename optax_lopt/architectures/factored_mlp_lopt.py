@@ -114,9 +114,9 @@ class FactoredMLPLOpt(LearnedOptimizer):
         F.check_fields(
             self,
             {
-                "hidden_sizes": F.check_sizes,
-                "momentum_decays": F.check_decays,
-                "factored_decays": lambda n, v: F.check_decays(n, v, allow_empty=True),
+                "hidden_sizes": _checks.positive_ints,
+                "momentum_decays": _checks.decay_rates,
+                "factored_decays": lambda n, v: _checks.decay_rates(n, v, allow_empty=True),
                 "step_mult": _checks.positive,
                 "exp_mult": _checks.non_negative,
                 "output_scale": _checks.non_negative,

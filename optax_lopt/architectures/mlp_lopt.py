@@ -167,14 +167,14 @@ class MLPLOpt(LearnedOptimizer):
         F.check_fields(
             self,
             {
-                "hidden_sizes": F.check_sizes,
-                "momentum_decays": F.check_decays,
+                "hidden_sizes": _checks.positive_ints,
+                "momentum_decays": _checks.decay_rates,
                 "second_moment_decay": _checks.in_unit_interval,
                 "step_mult": _checks.positive,
                 "exp_mult": _checks.non_negative,
                 "output_scale": _checks.non_negative,
                 "skip_init": lambda n, v: _checks.one_of(n, v, _SKIP_INITS),
-                "timescales": F.check_timescales,
+                "timescales": _checks.positives,
                 "antisymmetric": _checks.boolean,
                 "feature_clip": F.optional(_checks.positive),
                 "spike_clip": F.optional(_checks.positive),

@@ -94,9 +94,7 @@ def bundled_split(dataset: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
 
 def _widths(name: str, value: Any) -> tuple[int, ...]:
     """``value`` as a tuple of positive ints; empty is allowed (no hidden layer)."""
-    if isinstance(value, (tuple, list)) and len(value) == 0:
-        return ()
-    return _checks.positive_ints(name, value)
+    return _checks.positive_ints(name, value, allow_empty=True)
 
 
 def _optional_batch_size(family: Any) -> None:
