@@ -77,6 +77,9 @@ PAPER = {
     "adaptation": "The fixed points move with a constant gradient g*, and the effective "
     "learning rate falls as abs(g*) grows: learning-rate adaptation, the mechanism the paper "
     "calls novel.",
+    "step adaptation": "Not among the paper's mechanisms: a step size that grows while "
+    "successive gradients agree with the last update and shrinks when they turn (Rprop's rule, "
+    "hypergradient descent), found here by distillation.",
 }
 
 
@@ -207,11 +210,25 @@ def adaptation_finding(r: interpret.Report) -> str:
     return f"lr ~ abs(g*)^-{a.exponent:.2f} (r2 {_f(a.r2)}; 1 is RMS normalisation)."
 
 
+def step_adaptation_finding(r: interpret.Report) -> str:
+    adaptation = r.distilled.spec.adaptation
+    if adaptation is None:
+        return "Absent: the distilled chain does not use it."
+    rate, decay = adaptation
+    without = r.distilled.ablations["step adaptation"].r2
+    return (
+        f"Present: the step moves by exp(+/-{_f(rate)}) per agreeing / turning step (decay "
+        f"{_f(decay)}); the chain's update r2 is {_f(r.distilled.r2)} with it, {_r2(without)} "
+        "without."
+    )
+
+
 FINDINGS = {
     "momentum": momentum_finding,
     "clipping": shape_finding,
     "schedule": schedule_finding,
     "adaptation": adaptation_finding,
+    "step adaptation": step_adaptation_finding,
 }
 
 

@@ -57,12 +57,14 @@ from interpret.residual import (
 )
 from interpret.schedule import ScheduleFit, fit_schedule, zero_gradient_schedule
 from interpret.shape import UpdateShape, update_shape, update_shapes
+from interpret.step_scale import AgreementState, adapt_step_by_agreement, agreement_log_scales
 from interpret.system import ScalarSystem, effective_learning_rate, scalar_system, typical_state
 from interpret.update_function import UpdateFunction, update_function
 
 __all__ = [
     "AdaptiveScaleState",
     "AdvantageKept",
+    "AgreementState",
     "ClippingFit",
     "Distilled",
     "FixedPoints",
@@ -87,7 +89,9 @@ __all__ = [
     "ScheduleFit",
     "UpdateFunction",
     "UpdateShape",
+    "adapt_step_by_agreement",
     "advantage_kept",
+    "agreement_log_scales",
     "candidate_features",
     "distill",
     "effective_learning_rate",

@@ -99,6 +99,20 @@ def in_unit_interval(name: str, value: Any) -> float:
     return float(value)
 
 
+def decay(name: str, value: Any) -> float:
+    """``value`` as a ``float`` in ``[0, 1)`` (a decay that may be zero)."""
+    if not (np.isfinite(value) and 0 <= value < 1):
+        raise ValueError(f"{name}: expected a number in [0, 1), got {value!r}.")
+    return float(value)
+
+
+def one_of(name: str, value: Any, choices: Sequence[Any]) -> Any:
+    """``value`` if it is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name}: expected one of {tuple(choices)}, got {value!r}.")
+    return value
+
+
 def vector(name: str, values: Any, ndim: int = 1) -> np.ndarray:
     """``values`` as a non-empty finite float64 array with ``ndim`` dims (a scalar is 1-d)."""
     arr = np.asarray(values, dtype=np.float64)

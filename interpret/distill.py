@@ -4,9 +4,10 @@
 saw (``gradients=``, e.g. a `interpret.Recording`'s; Gaussian ones at ``gradient_scale``
 otherwise), takes its updates, and fits the chain
 
-    clip(c) -> input map -> momentum modes (beta_k, w_k) -> output map -> scale(-lr * s(t))
+    clip(c) -> input map -> momentum modes (beta_k, w_k) -> output map -> scale(-lr * s(t)),
 
-from a small vocabulary, one choice per mechanism:
+optionally wrapped in a step-size adaptation, from a small vocabulary, one choice per
+mechanism:
 
 - **clipping** ``clip(c)``: the threshold where the update function saturates
   (`interpret.fit_clipping` at a visited state), kept only if it improves the fit;
@@ -19,7 +20,12 @@ from a small vocabulary, one choice per mechanism:
   least-squares weights ``w_k`` (``beta = 0`` is the direct term);
 - **output map**: none or ``sign`` (Lion-like: the sign of a mix of the gradient and a momentum);
 - **schedule** ``s(t)``: the least-squares scale of each step, normalised to peak 1 (held at
-  its last value after ``schedule_steps``), or a constant.
+  its last value after ``schedule_steps``), or a constant;
+- **step adaptation**: the whole update times ``exp(s)``, ``s`` growing while gradients keep
+  opposing the last update and shrinking when they turn (`interpret.adapt_step_by_agreement`,
+  Rprop's sign rule); its rate and decay come from a grid, then a finer one around the
+  choice, fitted with the original's own previous updates; it is tried on the best chain
+  without it.
 
 Every combination is fitted in closed form or by a small grid and the one whose updates match
 best (``r2``) wins. `Distilled.ablations` refits with each mechanism removed in turn, so a
@@ -53,14 +59,26 @@ from interpret.advantage import scale_by_power_rms
 from interpret.clipping import fit_clipping
 from interpret.momentum import r_squared
 from interpret.residual import residual_locations, unexplained
+from interpret.step_scale import adapt_step_by_agreement, agreement_log_scales
 
 BETA_BANK = (0.0, 0.5, 0.8, 0.9, 0.95, 0.99)
 """Momentum decays always offered to the fit, besides the optimizer's own modes."""
 
-MECHANISMS = ("clipping", "sign", "normalise", "momentum", "output sign", "schedule")
+MECHANISMS = (
+    "clipping",
+    "sign",
+    "normalise",
+    "momentum",
+    "output sign",
+    "schedule",
+    "step adaptation",
+)
 """The mechanisms `distill` can find; `Distilled.mechanisms` lists those it kept."""
 
 _RMS_DECAYS = (0.9, 0.99, 0.999)
+_ADAPTATION_RATES = (0.01, 0.03, 0.1, 0.3)
+_ADAPTATION_DECAYS = (0.0, 0.01, 0.1)
+_FINE_DECAYS = (0.0, 0.003, 0.01, 0.03, 0.1)  # contains _ADAPTATION_DECAYS
 _PARSIMONY = 2e-3
 
 
@@ -74,6 +92,7 @@ class Spec:
     betas: tuple[float, ...] = (0.0,)
     output_sign: bool = False
     schedule: bool = True
+    adaptation: tuple[float, float] | None = None  # (rate, decay) of the step adaptation
 
     @property
     def mechanisms(self) -> tuple[str, ...]:
@@ -88,6 +107,8 @@ class Spec:
             found.append("output sign")
         if self.schedule:
             found.append("schedule")
+        if self.adaptation is not None:
+            found.append("step adaptation")
         return tuple(found)
 
 
@@ -231,11 +252,11 @@ def _fit_linear(u, feats, betas, per_step, max_modes=3, min_gain=2e-3):
     return tuple(betas[chosen[i]] for i in order), w[order], s, pred
 
 
-def _fit_sign_output(u, feats, betas, per_step):
-    """The best ``sign(cos a * f_0 + sin a * f_k)`` over modes ``k`` and angles ``a``."""
+def _fit_sign_output(u, feats, betas, per_step, factor):
+    """The best ``factor * sign(cos a * f_0 + sin a * f_k)`` over modes ``k`` and angles ``a``."""
 
     def score(k, a):
-        o = np.sign(np.cos(a) * feats[0] + np.sin(a) * feats[k])
+        o = factor * np.sign(np.cos(a) * feats[0] + np.sin(a) * feats[k])
         s = _scales(u, o, per_step)
         return r_squared(u, s[:, None] * o), s, s[:, None] * o
 
@@ -258,9 +279,13 @@ def _fit(spec: Spec, g: np.ndarray, u: np.ndarray):
     """Fits ``spec``'s weights and scales; returns ``(r2, betas, weights, scales, fitted)``."""
     x = _input(g, spec)
     feats = [_ema(x, b) for b in spec.betas]
+    factor = 1.0
+    if spec.adaptation is not None:  # the step factor the rule would hold, given u itself
+        factor = np.exp(agreement_log_scales(g, u, *spec.adaptation))
     if spec.output_sign and len(feats) > 1:
-        betas, w, s, pred = _fit_sign_output(u, feats, spec.betas, spec.schedule)
+        betas, w, s, pred = _fit_sign_output(u, feats, spec.betas, spec.schedule, factor)
     else:
+        feats = [factor * f for f in feats]
         betas, w, s, pred = _fit_linear(u, feats, spec.betas, spec.schedule)
     return r_squared(u, pred), tuple(betas), np.asarray(w), s, pred
 
@@ -302,9 +327,15 @@ def _build(spec: Spec, betas, weights, scales, schedule_steps) -> Distilled:
         parts.append(optax.scale(-lr))
         words.append(f"scale(-{lr:.3g})")
         schedule = None
+    tx = optax.chain(*parts)
+    description = " -> ".join(words)
+    if spec.adaptation is not None:
+        rate, decay = spec.adaptation
+        tx = adapt_step_by_agreement(tx, rate, decay)
+        description = f"adapt_step(rate {rate:.3g}, decay {decay:.3g}; {description})"
     return Distilled(
-        tx=optax.chain(*parts),
-        description=" -> ".join(words),
+        tx=tx,
+        description=description,
         mechanisms=spec.mechanisms,
         r2=float("nan"),
         betas=tuple(float(b) for b in betas),
@@ -326,6 +357,8 @@ def _without(spec: Spec, mechanism: str) -> Spec:
         return dataclasses.replace(spec, schedule=False)
     if mechanism == "momentum":  # no memory: the (mapped) gradient itself
         return dataclasses.replace(spec, betas=(0.0,))
+    if mechanism == "step adaptation":
+        return dataclasses.replace(spec, adaptation=None)
     raise ValueError(f"mechanism: expected one of {MECHANISMS}, got {mechanism!r}.")
 
 
@@ -398,6 +431,9 @@ def distill(
     bank = tuple(sorted(set(BETA_BANK) | {round(b, 6) for b in extra}))
     candidates = _candidates(_clip_threshold(system, g), bank, schedule_steps is not None)
     r2, spec, w, s, fitted = _best_candidate(candidates, g, u)
+    r2, spec, w, s, fitted = _best_candidate(_with_adaptation(spec, bank), g, u)
+    if spec.adaptation is not None:
+        r2, spec, w, s, fitted = _best_candidate(_refined_adaptation(spec, bank), g, u)
     best = dataclasses.replace(
         _build(spec, spec.betas, w, s, schedule_steps),
         r2=float(r2),
@@ -421,6 +457,25 @@ def _best_candidate(candidates, g: np.ndarray, u: np.ndarray):
         # parsimony: a mechanism must buy at least _PARSIMONY of r2 to be kept
         scored.append((r2 - _PARSIMONY * len(spec.mechanisms), r2, spec, w, s, fitted))
     return max(scored, key=lambda item: item[0])[1:]
+
+
+def _with_adaptation(spec: Spec, bank: tuple[float, ...]):
+    """``spec`` (refitted over the whole bank of decays) without and with each step adaptation
+    of the grid."""
+    base = dataclasses.replace(spec, betas=bank)
+    yield base
+    for rate, decay in itertools.product(_ADAPTATION_RATES, _ADAPTATION_DECAYS):
+        yield dataclasses.replace(base, adaptation=(rate, decay))
+
+
+def _refined_adaptation(spec: Spec, bank: tuple[float, ...]):
+    """``spec`` with rates within a factor 2 of its own (quarter-octave steps) and the decays
+    next to its own: the grid's choice made finer."""
+    rate, decay = spec.adaptation
+    base = dataclasses.replace(spec, betas=bank)
+    i = _FINE_DECAYS.index(decay)
+    for k, d in itertools.product(range(-4, 5), _FINE_DECAYS[max(0, i - 1) : i + 2]):
+        yield dataclasses.replace(base, adaptation=(float(rate * 2.0 ** (k / 4)), d))
 
 
 def _ablations(spec: Spec, mechanisms, g, u, schedule_steps) -> dict[str, Distilled]:
