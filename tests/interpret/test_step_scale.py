@@ -24,9 +24,7 @@ def test_constant_gradient_grows_the_step_up_to_the_limit():
     updates, state = _steps(tx, [g] * 8, jnp.zeros(2))
     # step 1 has no previous update (factor 1); then exp(0.5 (t - 1)) until it reaches 10
     factors = np.minimum(np.exp(0.5 * np.arange(8)), 10.0)
-    chex.assert_trees_all_close(
-        jnp.stack(updates), -0.1 * factors[:, None] * g[None], rtol=1e-5
-    )
+    chex.assert_trees_all_close(jnp.stack(updates), -0.1 * factors[:, None] * g[None], rtol=1e-5)
     np.testing.assert_allclose(state.log_scale, [math.log(10.0)] * 2, rtol=1e-6)
 
 
