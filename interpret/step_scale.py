@@ -133,7 +133,9 @@ def agreement_log_scales(
       g: gradients, ``(T, K)`` (``K`` coordinates).
       u: the updates that followed them, ``(T, K)``; step ``t`` compares ``g_t`` with
         ``u_{t-1}`` (nothing before the first step).
-      rate, decay, limit: the rule's constants.
+      rate: the rule's rate.
+      decay: the rule's decay.
+      limit: the rule's bound on ``abs(s)``.
 
     Returns:
       ``(T, K)`` log scales (the factor of step ``t`` is ``exp(s_t)``).

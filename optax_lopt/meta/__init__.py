@@ -1,6 +1,12 @@
 """Meta-training: inner unrolls, gradient estimators, the meta-trainer."""
 
-from optax_lopt.meta.base import EstimatorState, GradientEstimator
+from optax_lopt.meta.base import (
+    EstimatorState,
+    GradientEstimator,
+    PerturbedEstimator,
+    TaskBatchEstimator,
+    TruncatedEstimator,
+)
 from optax_lopt.meta.checkpoint import Checkpointer
 from optax_lopt.meta.es import ES
 from optax_lopt.meta.estimators import estimator, estimator_fields, estimator_names
@@ -34,9 +40,12 @@ __all__: list[str] = [
     "Mixture",
     "PES",
     "PESState",
+    "PerturbedEstimator",
+    "TaskBatchEstimator",
     "Trajectory",
     "TruncatedBPTT",
     "TruncatedES",
+    "TruncatedEstimator",
     "UnrollState",
     "WholeUnrollState",
     "estimator",

@@ -29,14 +29,13 @@ class ES(PerturbedEstimator):
     an unbiased estimate of the gradient of ``E_eps L(theta + eps)``. No backpropagation, so
     the cost is two forward unrolls and chaotic inner dynamics cannot explode the gradient.
 
+    Fields not listed here are documented once, on `TaskBatchEstimator` (``lopt``,
+    ``family``, ``num_tasks``, ``horizon``, ``meta_loss``, ``loss_clip``),
+    `TruncatedEstimator` (``truncation_length``) and `PerturbedEstimator` (``sigma``).
+
     Args:
-      lopt: the learned optimizer.
-      family: the task family.
       num_tasks: antithetic pairs (one instance each) per call.
       horizon: inner steps per trajectory (None: ``family.num_steps``).
-      sigma: standard deviation of the perturbations.
-      meta_loss: a name in ``optax_lopt.meta.meta_losses.META_LOSS_NAMES``.
-      loss_clip: per-step normalised losses above this count as this.
 
     References:
       Salimans et al., "Evolution Strategies as a Scalable Alternative to Reinforcement

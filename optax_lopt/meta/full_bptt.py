@@ -32,13 +32,13 @@ class FullBPTT(TaskBatchEstimator):
     intermediate). Unbiased for deterministic tasks, but its variance and cost grow with the
     horizon and it can explode on chaotic inner dynamics.
 
+    Fields not listed here are documented once, on `TaskBatchEstimator` (``lopt``,
+    ``family``, ``num_tasks``, ``horizon``, ``meta_loss``, ``loss_clip``),
+    `TruncatedEstimator` (``truncation_length``) and `PerturbedEstimator` (``sigma``).
+
     Args:
-      lopt: the learned optimizer.
-      family: the task family.
       num_tasks: tasks per call.
       horizon: inner steps per trajectory (None: ``family.num_steps``).
-      meta_loss: a name in ``optax_lopt.meta.meta_losses.META_LOSS_NAMES``.
-      loss_clip: per-step normalised losses above this count as this.
       remat: rematerialise each inner step in the backward pass.
 
     References:

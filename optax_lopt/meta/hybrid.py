@@ -63,15 +63,12 @@ class Hybrid(TruncatedEstimator, PerturbedEstimator):
     reparameterisation samples are not all finite (exploding backpropagation) uses ES alone.
     Needs ``num_tasks >= 2``.
 
+    Fields not listed here are documented once, on `TaskBatchEstimator` (``lopt``,
+    ``family``, ``num_tasks``, ``horizon``, ``meta_loss``, ``loss_clip``),
+    `TruncatedEstimator` (``truncation_length``) and `PerturbedEstimator` (``sigma``).
+
     Args:
-      lopt: the learned optimizer.
-      family: the task family.
       num_tasks: tasks (antithetic pairs) trained in parallel, at least 2.
-      truncation_length: inner steps per call.
-      horizon: trajectory length before a task resets (None: ``family.num_steps``).
-      sigma: standard deviation of the perturbations.
-      meta_loss: a name in ``optax_lopt.meta.meta_losses.META_LOSS_NAMES``.
-      loss_clip: per-step normalised losses above this count as this.
       remat: rematerialise each inner step in the backward pass.
 
     References:

@@ -48,15 +48,12 @@ class PES(TruncatedEstimator, PerturbedEstimator):
     truncations of a trajectory, the estimates are unbiased for the gradient of the smoothed
     meta-loss of the whole trajectory; truncated ES is not.
 
+    Fields not listed here are documented once, on `TaskBatchEstimator` (``lopt``,
+    ``family``, ``num_tasks``, ``horizon``, ``meta_loss``, ``loss_clip``),
+    `TruncatedEstimator` (``truncation_length``) and `PerturbedEstimator` (``sigma``).
+
     Args:
-      lopt: the learned optimizer.
-      family: the task family.
       num_tasks: tasks (antithetic pairs) trained in parallel.
-      truncation_length: inner steps per call.
-      horizon: trajectory length before a task resets (None: ``family.num_steps``).
-      sigma: standard deviation of the perturbations.
-      meta_loss: a name in ``optax_lopt.meta.meta_losses.META_LOSS_NAMES``.
-      loss_clip: per-step normalised losses above this count as this.
 
     References:
       Vicol, Metz, Sohl-Dickstein, "Unbiased Gradient Estimation in Unrolled Computation

@@ -24,14 +24,11 @@ class TruncatedBPTT(TruncatedEstimator):
     runs' state at the start of the truncation is a constant. Cheap and low-variance, but
     biased: effects of ``theta`` that outlast a truncation are ignored (short-horizon bias).
 
+    Fields not listed here are documented once, on `TaskBatchEstimator` (``lopt``,
+    ``family``, ``num_tasks``, ``horizon``, ``meta_loss``, ``loss_clip``),
+    `TruncatedEstimator` (``truncation_length``) and `PerturbedEstimator` (``sigma``).
+
     Args:
-      lopt: the learned optimizer.
-      family: the task family.
-      num_tasks: tasks trained in parallel.
-      truncation_length: inner steps per call.
-      horizon: trajectory length before a task resets (None: ``family.num_steps``).
-      meta_loss: a name in ``optax_lopt.meta.meta_losses.META_LOSS_NAMES``.
-      loss_clip: per-step normalised losses above this count as this.
       remat: rematerialise each inner step in the backward pass.
 
     References:

@@ -30,15 +30,12 @@ class TruncatedES(TruncatedEstimator, PerturbedEstimator):
     from the ``theta + eps_i`` copy. Like truncated BPTT it only sees the effect of ``theta``
     within one truncation, so it is biased for long horizons (compare `PES`).
 
+    Fields not listed here are documented once, on `TaskBatchEstimator` (``lopt``,
+    ``family``, ``num_tasks``, ``horizon``, ``meta_loss``, ``loss_clip``),
+    `TruncatedEstimator` (``truncation_length``) and `PerturbedEstimator` (``sigma``).
+
     Args:
-      lopt: the learned optimizer.
-      family: the task family.
       num_tasks: tasks (antithetic pairs) trained in parallel.
-      truncation_length: inner steps per call.
-      horizon: trajectory length before a task resets (None: ``family.num_steps``).
-      sigma: standard deviation of the perturbations.
-      meta_loss: a name in ``optax_lopt.meta.meta_losses.META_LOSS_NAMES``.
-      loss_clip: per-step normalised losses above this count as this.
 
     References:
       Metz et al., "Understanding and correcting pathologies in the training of learned
