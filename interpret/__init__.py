@@ -57,7 +57,14 @@ from interpret.residual import (
 )
 from interpret.schedule import ScheduleFit, fit_schedule, zero_gradient_schedule
 from interpret.shape import UpdateShape, update_shape, update_shapes
-from interpret.step_scale import AgreementState, adapt_step_by_agreement, agreement_log_scales
+from interpret.step_scale import (
+    AgreementState,
+    adapt_step_by_agreement,
+    agreement_log_scales,
+    cosine,
+    next_log_scale,
+    sign_agreement,
+)
 from interpret.system import ScalarSystem, effective_learning_rate, scalar_system, typical_state
 from interpret.update_function import UpdateFunction, update_function
 
@@ -93,6 +100,7 @@ __all__ = [
     "advantage_kept",
     "agreement_log_scales",
     "candidate_features",
+    "cosine",
     "distill",
     "effective_learning_rate",
     "fit_clipping",
@@ -106,6 +114,7 @@ __all__ = [
     "lr_adaptation",
     "momentum_modes",
     "momentum_updates",
+    "next_log_scale",
     "plot_eigenvalues",
     "plot_lr_adaptation",
     "plot_modes",
@@ -123,6 +132,7 @@ __all__ = [
     "scalar_system",
     "scale_by_modes",
     "scale_by_power_rms",
+    "sign_agreement",
     "typical_state",
     "unexplained",
     "update_function",

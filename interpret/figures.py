@@ -2,7 +2,8 @@
 
 Every function takes results of this package, writes one PNG to ``path`` and returns the path.
 They draw on a private ``Figure`` with an Agg canvas, so they never touch pyplot's global state
-or the user's backend.
+or the user's backend. matplotlib is imported on the first figure, so importing the package
+(``optax_lopt`` imports it for `interpret.step_scale`) does not pay for it.
 
 References:
   Maheswaranathan et al., "Reverse engineering learned optimizers reveals known and novel
@@ -17,8 +18,6 @@ from typing import Any
 
 import numpy as np
 import optax
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from interpret import system as _system
 from interpret.adaptation import LRAdaptation
@@ -29,12 +28,15 @@ from interpret.update_function import update_function
 
 
 def _figure(size=(4.8, 3.6)):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415 (lazy import)
+    from matplotlib.figure import Figure  # noqa: PLC0415
+
     fig = Figure(figsize=size, dpi=90)
     FigureCanvasAgg(fig)
     return fig, fig.add_subplot(1, 1, 1)
 
 
-def _save(fig: Figure, path: str | os.PathLike) -> str:
+def _save(fig: Any, path: str | os.PathLike) -> str:
     path = os.fspath(path)
     if os.path.dirname(path):
         os.makedirs(os.path.dirname(path), exist_ok=True)

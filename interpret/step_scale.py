@@ -9,7 +9,9 @@ update, and shrinks when it turns.
 ``g_t`` the gradient and ``u_{t-1}`` the previous (final) update: a descent step that the next
 gradient confirms has ``g_t * u_{t-1} < 0``, so ``s`` grows; an overshoot flips the sign and
 ``s`` shrinks. This is Rprop's sign rule, and hypergradient descent on the log step size; the
-decay pulls ``s`` back to 0 when the evidence stops. `interpret.distill` fits it (the
+decay pulls ``s`` back to 0 when the evidence stops. The rule's pieces (`cosine`,
+`sign_agreement`, `next_log_scale`) live here once; ``optax_lopt``'s ``MLPLOpt(step_adaptation=
+...)`` builds its meta-learned adaptation from them. `interpret.distill` fits it (the
 mechanism "step adaptation") because a learned optimizer can carry such a state: seen from one
 coordinate, as the one-coordinate system sees every optimizer, a rule that compares whole
 tensors (a cosine) is this sign rule, so the per-coordinate form is what the chain uses unless
@@ -34,8 +36,8 @@ import optax
 
 from interpret import _checks
 
-GRANULARITIES = ("coordinate", "tensor")
-"""Where the agreement is measured: per entry (a sign) or per tensor (a cosine)."""
+GRANULARITIES = ("tensor", "coordinate")
+"""Where the agreement is measured: per tensor (a cosine) or per entry (a sign)."""
 
 DEFAULT_LIMIT = math.log(100.0)
 """Default bound on ``abs(s)``: the step moves at most 100-fold either way."""
@@ -73,17 +75,18 @@ def adapt_step_by_agreement(
         a tensor's gradient and previous update).
 
     Returns:
-      An ``optax.GradientTransformation``; a non-finite gradient entry counts as no evidence
-      (agreement 0) and is passed to ``inner`` as it came.
+      An ``optax.GradientTransformation``; a non-finite gradient is no evidence (agreement 0
+      for that entry, or for the whole tensor with ``"tensor"``) and is passed to ``inner`` as
+      it came.
     """
     rate = _checks.positive("rate", rate)
     limit = _checks.positive("limit", limit)
     decay = _checks.decay("decay", decay)
     _checks.one_of("granularity", granularity, GRANULARITIES)
-    agreement = _sign_agreement if granularity == "coordinate" else _cosine_agreement
+    agreement = sign_agreement if granularity == "coordinate" else cosine
 
     def init_fn(params):
-        shape = (lambda p: jnp.shape(p)) if granularity == "coordinate" else (lambda p: ())
+        shape = jnp.shape if granularity == "coordinate" else (lambda p: ())
         return AgreementState(
             inner.init(params),
             jax.tree.map(lambda p: jnp.zeros(shape(p), jnp.float32), params),
@@ -96,8 +99,7 @@ def adapt_step_by_agreement(
         )
 
         def one(g, u, s, previous):
-            a = agreement(jnp.where(jnp.isfinite(g), g, 0.0).astype(jnp.float32), previous)
-            s = jnp.clip((1 - decay) * s - rate * a, -limit, limit)
+            s = next_log_scale(s, agreement(g, previous), rate, decay, limit)
             out = (u * jnp.exp(s)).astype(jnp.asarray(u).dtype)
             return out, s, jnp.where(jnp.isfinite(out), out, 0.0).astype(jnp.float32)
 
@@ -111,17 +113,42 @@ def adapt_step_by_agreement(
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def _sign_agreement(g: jax.Array, previous: jax.Array) -> jax.Array:
-    return jnp.sign(g * previous)
+def next_log_scale(s: Any, agreement: Any, rate: Any, decay: float, limit: float) -> jax.Array:
+    """``clip((1 - decay) s - rate * agreement, -limit, limit)``; a non-finite agreement counts
+    as 0, so a non-finite gradient never reaches the scale. ``rate`` may be traced."""
+    agreement = jnp.where(jnp.isfinite(agreement), agreement, 0.0)
+    return jnp.clip((1.0 - decay) * s - rate * agreement, -limit, limit)
 
 
-def _cosine_agreement(g: jax.Array, previous: jax.Array) -> jax.Array:
-    # Each vector is divided by its largest entry first, so tiny gradients do not underflow.
-    def unit(x):
-        x = x / jnp.maximum(jnp.max(jnp.abs(x)), jnp.finfo(jnp.float32).tiny)
-        return x / jnp.maximum(jnp.linalg.norm(x), jnp.finfo(jnp.float32).tiny)
+def sign_agreement(g: jax.Array, previous: jax.Array) -> jax.Array:
+    """Entry by entry, ``sign(g) * sign(previous)`` in float32 (0 where either is 0; the
+    product of the signs, since the product of tiny values underflows)."""
+    return jnp.sign(g.astype(jnp.float32)) * jnp.sign(previous.astype(jnp.float32))
 
-    return jnp.sum(unit(g) * unit(previous))
+
+def cosine(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``<a, b> / (|a| |b|)`` in float32, within ``[-1, 1]``; 0 when either is zero.
+
+    Each vector is first divided by its largest magnitude: near a minimum the gradient can be
+    small enough (about 1e-19) that its squares underflow in float32 while its products with
+    the previous step do not, and the unscaled ratio would be huge instead of a cosine. The
+    norms are where-guarded, so the derivative at a zero vector is 0 rather than NaN (a
+    meta-gradient flows through this).
+    """
+
+    def unit_max(x):
+        x = x.astype(jnp.float32).ravel()
+        peak = jnp.max(jnp.abs(x))
+        return x / jnp.where(peak > 0, peak, 1.0)
+
+    def safe_norm(x):
+        square = jnp.sum(jnp.square(x))
+        return jnp.sqrt(jnp.where(square > 0, square, 1.0)), square > 0
+
+    a, b = unit_max(a), unit_max(b)
+    (norm_a, a_nonzero), (norm_b, b_nonzero) = safe_norm(a), safe_norm(b)
+    ratio = jnp.sum(a * b) / (norm_a * norm_b)
+    return jnp.where(a_nonzero & b_nonzero, jnp.clip(ratio, -1.0, 1.0), 0.0)
 
 
 def agreement_log_scales(
@@ -140,7 +167,7 @@ def agreement_log_scales(
     Returns:
       ``(T, K)`` log scales (the factor of step ``t`` is ``exp(s_t)``).
     """
-    a = np.sign(g * np.concatenate([np.zeros_like(u[:1]), u[:-1]]))
+    a = np.sign(g) * np.sign(np.concatenate([np.zeros_like(u[:1]), u[:-1]]))
     s, out = np.zeros(g.shape[1:]), np.empty(g.shape, np.float64)
     for t in range(len(g)):
         s = np.clip((1 - decay) * s - rate * a[t], -limit, limit)

@@ -21,6 +21,10 @@ array of state, and steps that lengthen along the flat directions of an ill-cond
 problem while its steep ones oscillate. ``c`` is even in the sign of the gradient (both
 ``g`` and ``u`` flip), so an optimizer whose update is odd in the gradient stays odd.
 
+The rule itself (the cosine, the sign agreement, the clipped update of ``s``) is
+``interpret.step_scale``'s, which also wraps any optax transformation in it; this module holds
+the learned optimizer's state and a rate that may be a traced meta-parameter.
+
 References:
   Baydin, Cornish, Martinez Rubio, Schmidt, Wood, "Online Learning Rate Adaptation with
   Hypergradient Descent", arXiv 1703.04782.
@@ -35,9 +39,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from interpret.step_scale import cosine, next_log_scale, sign_agreement
 from optax_lopt import _numerics
-
-GRANULARITIES = ("tensor", "coordinate")
 
 
 class StepAdaptationState(NamedTuple):
@@ -62,35 +65,6 @@ def init(params: Any, granularity: str = "tensor") -> StepAdaptationState:
     )
 
 
-def cosine(a: jax.Array, b: jax.Array) -> jax.Array:
-    """``<a, b> / (|a| |b|)`` in float32, within ``[-1, 1]``; 0 when either is zero.
-
-    Each vector is first divided by its largest magnitude: near a minimum the gradient can be
-    small enough (about 1e-19) that its squares underflow in float32 while its products with
-    the previous step do not, and the unscaled ratio would be huge instead of a cosine.
-    """
-
-    def unit_max(x):
-        x = x.astype(jnp.float32).ravel()
-        peak = jnp.max(jnp.abs(x))
-        return x / jnp.where(peak > 0, peak, 1.0)
-
-    def safe_norm(x):
-        # where-guarded, so that the derivative at a zero vector is 0 rather than NaN
-        square = jnp.sum(jnp.square(x))
-        return jnp.sqrt(jnp.where(square > 0, square, 1.0)), square > 0
-
-    a, b = unit_max(a), unit_max(b)
-    (norm_a, a_nonzero), (norm_b, b_nonzero) = safe_norm(a), safe_norm(b)
-    ratio = jnp.sum(a * b) / (norm_a * norm_b)
-    return jnp.where(a_nonzero & b_nonzero, jnp.clip(ratio, -1.0, 1.0), 0.0)
-
-
-def _sign_agreement(g: jax.Array, previous: jax.Array) -> jax.Array:
-    """Entry by entry, the sign of ``g * previous`` in float32 (0 where either is 0)."""
-    return jnp.sign(g.astype(jnp.float32)) * jnp.sign(previous.astype(jnp.float32))
-
-
 def adapt(
     state: StepAdaptationState,
     grads: Any,
@@ -112,12 +86,10 @@ def adapt(
       granularity: ``"tensor"`` (one scale per leaf, the cosine) or ``"coordinate"`` (one
         per entry, the sign of ``g * u``); the one ``init`` was given.
     """
-    agreement = cosine if granularity == "tensor" else _sign_agreement
+    agreement = cosine if granularity == "tensor" else sign_agreement
 
     def new_scale(s, g, previous):
-        c = agreement(g, previous)
-        c = jnp.where(jnp.isfinite(c), c, 0.0)  # a non-finite step never reaches the scales
-        return jnp.clip((1.0 - decay) * s - rate * c, -limit, limit)
+        return next_log_scale(s, agreement(g, previous), rate, decay, limit)
 
     log_scales = jax.tree.map(new_scale, state.log_scales, grads, state.previous_updates)
     scaled = jax.tree.map(lambda u, s: u * jnp.exp(s).astype(u.dtype), updates, log_scales)

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from interpret import step_scale
 from optax_lopt import _checks, _numerics
 from optax_lopt.architectures import _features as F
 from optax_lopt.architectures import _step_adaptation
@@ -184,7 +185,7 @@ class MLPLOpt(LearnedOptimizer):
                 "adaptation_decay": lambda n, v: _checks.in_unit_interval(n, v, closed_low=True),
                 "adaptation_limit": _checks.positive,
                 "adaptation_granularity": lambda n, v: _checks.one_of(
-                    n, v, _step_adaptation.GRANULARITIES
+                    n, v, step_scale.GRANULARITIES
                 ),
             },
         )
