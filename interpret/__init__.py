@@ -4,7 +4,8 @@ The tools of "Reverse engineering learned optimizers reveals known and novel mec
 any ``optax.GradientTransformation``: probes that record an optimizer's state in a training
 loop, the one-coordinate dynamical system ``h' = F(h, g)``, ``u = G(h, g)``, update functions,
 fixed points, linearisation, fitted momentum / clipping / schedule / learning-rate adaptation
-models, their distillation into an optax chain, and figures. Depends on jax, optax, numpy and
+models, their distillation into an optax chain (with a step-size adaptation where the
+optimizer has one), and figures. Depends on jax, optax, numpy and
 matplotlib only.
 
 References:
@@ -57,14 +58,7 @@ from interpret.residual import (
 )
 from interpret.schedule import ScheduleFit, fit_schedule, zero_gradient_schedule
 from interpret.shape import UpdateShape, update_shape, update_shapes
-from interpret.step_scale import (
-    AgreementState,
-    adapt_step_by_agreement,
-    agreement_log_scales,
-    cosine,
-    next_log_scale,
-    sign_agreement,
-)
+from interpret.step_scale import AgreementState, adapt_step_by_agreement, agreement_log_scales
 from interpret.system import ScalarSystem, effective_learning_rate, scalar_system, typical_state
 from interpret.update_function import UpdateFunction, update_function
 
@@ -100,7 +94,6 @@ __all__ = [
     "advantage_kept",
     "agreement_log_scales",
     "candidate_features",
-    "cosine",
     "distill",
     "effective_learning_rate",
     "fit_clipping",
@@ -114,7 +107,6 @@ __all__ = [
     "lr_adaptation",
     "momentum_modes",
     "momentum_updates",
-    "next_log_scale",
     "plot_eigenvalues",
     "plot_lr_adaptation",
     "plot_modes",
@@ -132,7 +124,6 @@ __all__ = [
     "scalar_system",
     "scale_by_modes",
     "scale_by_power_rms",
-    "sign_agreement",
     "typical_state",
     "unexplained",
     "update_function",

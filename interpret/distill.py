@@ -77,8 +77,8 @@ MECHANISMS = (
 
 _RMS_DECAYS = (0.9, 0.99, 0.999)
 _ADAPTATION_RATES = (0.01, 0.03, 0.1, 0.3)
-_ADAPTATION_DECAYS = (0.0, 0.01, 0.1)
-_FINE_DECAYS = (0.0, 0.003, 0.01, 0.03, 0.1)  # contains _ADAPTATION_DECAYS
+_FINE_DECAYS = (0.0, 0.003, 0.01, 0.03, 0.1)
+_ADAPTATION_DECAYS = _FINE_DECAYS[::2]  # (0, 0.01, 0.1): the coarse grid's decays
 _PARSIMONY = 2e-3
 
 
@@ -117,12 +117,14 @@ class Distilled:
     """A distilled optimizer.
 
     Attributes:
-      tx: the optax chain (a drop-in ``GradientTransformation``).
+      tx: the optax chain, wrapped in `interpret.adapt_step_by_agreement` when the step
+        adaptation is kept (a drop-in ``GradientTransformation``).
       description: the chain in words.
       mechanisms: the mechanisms it has (names from `MECHANISMS`).
       r2: how well its updates match the original's on the fitting sequences (1: exactly).
       betas: the momentum decays of its modes; ``weights``: their weights (with the sign that
-        makes ``u = -lr * s(t) * sum_k w_k m_k`` a descent step).
+        makes ``u = -lr * s(t) * sum_k w_k m_k`` a descent step, times ``exp(s_t)`` with a
+        step adaptation).
       learning_rate: ``lr``.
       schedule: ``s(t)`` per step, peak 1 (None: constant).
       spec: the vocabulary choice.
@@ -430,10 +432,13 @@ def distill(
     extra = [float(b) for b in np.asarray(found, np.float64).ravel() if 0 < b < 1]
     bank = tuple(sorted(set(BETA_BANK) | {round(b, 6) for b in extra}))
     candidates = _candidates(_clip_threshold(system, g), bank, schedule_steps is not None)
-    r2, spec, w, s, fitted = _best_candidate(candidates, g, u)
-    r2, spec, w, s, fitted = _best_candidate(_with_adaptation(spec, bank), g, u)
-    if spec.adaptation is not None:
-        r2, spec, w, s, fitted = _best_candidate(_refined_adaptation(spec, bank), g, u)
+    best = _best_candidate(candidates, g, u)
+    coarse = itertools.product(_ADAPTATION_RATES, _ADAPTATION_DECAYS)
+    best = _best_candidate(_adaptations(best[1], bank, coarse), g, u, incumbent=best)
+    if best[1].adaptation is not None:
+        best = _best_candidate(_adaptations(best[1], bank, _finer(*best[1].adaptation)), g, u,
+                               incumbent=best)  # fmt: skip
+    r2, spec, w, s, fitted = best
     best = dataclasses.replace(
         _build(spec, spec.betas, w, s, schedule_steps),
         r2=float(r2),
@@ -447,9 +452,13 @@ def distill(
     )
 
 
-def _best_candidate(candidates, g: np.ndarray, u: np.ndarray):
-    """``(r2, spec, w, s, fitted)`` of the candidate with the best parsimony-penalised fit."""
+def _best_candidate(candidates, g: np.ndarray, u: np.ndarray, incumbent=None):
+    """``(r2, spec, w, s, fitted)`` of the candidate with the best parsimony-penalised fit;
+    ``incumbent`` (such a tuple, already fitted) wins ties."""
     scored = []
+    if incumbent is not None:
+        r2, spec = incumbent[0], incumbent[1]
+        scored.append((r2 - _PARSIMONY * len(spec.mechanisms), *incumbent))
     for spec in candidates:
         r2, fitted_betas, w, s, fitted = _fit(spec, g, u)
         spec = dataclasses.replace(spec, betas=fitted_betas)
@@ -459,23 +468,21 @@ def _best_candidate(candidates, g: np.ndarray, u: np.ndarray):
     return max(scored, key=lambda item: item[0])[1:]
 
 
-def _with_adaptation(spec: Spec, bank: tuple[float, ...]):
-    """``spec`` (refitted over the whole bank of decays) without and with each step adaptation
-    of the grid."""
+def _adaptations(spec: Spec, bank: tuple[float, ...], pairs):
+    """``spec``, refitted over the whole bank of decays, with each ``(rate, decay)`` of
+    ``pairs`` as its step adaptation."""
     base = dataclasses.replace(spec, betas=bank)
-    yield base
-    for rate, decay in itertools.product(_ADAPTATION_RATES, _ADAPTATION_DECAYS):
-        yield dataclasses.replace(base, adaptation=(rate, decay))
+    for pair in pairs:
+        yield dataclasses.replace(base, adaptation=pair)
 
 
-def _refined_adaptation(spec: Spec, bank: tuple[float, ...]):
-    """``spec`` with rates within a factor 2 of its own (quarter-octave steps) and the decays
-    next to its own: the grid's choice made finer."""
-    rate, decay = spec.adaptation
-    base = dataclasses.replace(spec, betas=bank)
+def _finer(rate: float, decay: float):
+    """Rates within a factor 2 of ``rate`` (quarter octaves) and the decays next to ``decay``:
+    the coarse grid's choice made finer, without that choice itself (already fitted)."""
     i = _FINE_DECAYS.index(decay)
     for k, d in itertools.product(range(-4, 5), _FINE_DECAYS[max(0, i - 1) : i + 2]):
-        yield dataclasses.replace(base, adaptation=(float(rate * 2.0 ** (k / 4)), d))
+        if (k, d) != (0, decay):
+            yield (float(rate * 2.0 ** (k / 4)), d)
 
 
 def _ablations(spec: Spec, mechanisms, g, u, schedule_steps) -> dict[str, Distilled]:

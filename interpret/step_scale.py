@@ -84,6 +84,7 @@ def adapt_step_by_agreement(
     decay = _checks.decay("decay", decay)
     _checks.one_of("granularity", granularity, GRANULARITIES)
     agreement = sign_agreement if granularity == "coordinate" else cosine
+    inner = optax.with_extra_args_support(inner)
 
     def init_fn(params):
         shape = jnp.shape if granularity == "coordinate" else (lambda p: ())
@@ -94,9 +95,7 @@ def adapt_step_by_agreement(
         )
 
     def update_fn(updates, state, params=None, **extra_args):
-        inner_updates, inner_state = optax.with_extra_args_support(inner).update(
-            updates, state.inner, params, **extra_args
-        )
+        inner_updates, inner_state = inner.update(updates, state.inner, params, **extra_args)
 
         def one(g, u, s, previous):
             s = next_log_scale(s, agreement(g, previous), rate, decay, limit)
@@ -154,7 +153,10 @@ def cosine(a: jax.Array, b: jax.Array) -> jax.Array:
 def agreement_log_scales(
     g: np.ndarray, u: np.ndarray, rate: float, decay: float, limit: float = DEFAULT_LIMIT
 ) -> np.ndarray:
-    """The ``s_t`` the rule would hold at each step, given the updates ``u`` actually taken.
+    """The ``s_t`` the coordinate rule would hold at each step, given the updates ``u`` taken.
+
+    A host-side (NumPy) replay for fitting: `interpret.distill` uses it to try a rate and a
+    decay against an optimizer's recorded updates without running the rule itself.
 
     Args:
       g: gradients, ``(T, K)`` (``K`` coordinates).
@@ -167,6 +169,11 @@ def agreement_log_scales(
     Returns:
       ``(T, K)`` log scales (the factor of step ``t`` is ``exp(s_t)``).
     """
+    g, u = _checks.vector("g", g, ndim=2), _checks.vector("u", u, ndim=2)
+    if g.shape != u.shape:
+        raise ValueError(f"g, u: expected the same (T, K) shape, got {g.shape} and {u.shape}.")
+    rate, decay = _checks.positive("rate", rate), _checks.decay("decay", decay)
+    limit = _checks.positive("limit", limit)
     a = np.sign(g) * np.sign(np.concatenate([np.zeros_like(u[:1]), u[:-1]]))
     s, out = np.zeros(g.shape[1:]), np.empty(g.shape, np.float64)
     for t in range(len(g)):

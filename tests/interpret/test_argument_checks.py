@@ -138,7 +138,7 @@ def _private_attribute_uses(path):
             aliases |= {a.asname or a.name for a in node.names}
         elif isinstance(node, ast.Import):
             aliases |= {a.asname or a.name for a in node.names if a.name.startswith("interpret")}
-    return [
+    attributes = [
         (node.lineno, f"{node.value.id}.{node.attr}")
         for node in ast.walk(tree)
         if isinstance(node, ast.Attribute)
@@ -146,6 +146,14 @@ def _private_attribute_uses(path):
         and node.value.id in aliases
         and node.attr.startswith("_")
     ]
+    imported = [  # from interpret.<module> import _name (interpret._checks itself is allowed)
+        (node.lineno, f"{node.module}.{a.name}")
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("interpret.")
+        for a in node.names
+        if a.name.startswith("_")
+    ]
+    return sorted(attributes + imported)
 
 
 def test_no_module_reads_another_modules_private_names():
@@ -159,6 +167,8 @@ def test_private_use_is_detected(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("from interpret import system as _system\n_system._hidden(1)\n")
     assert _private_attribute_uses(bad) == [(2, "_system._hidden")]
+    bad.write_text("from interpret.system import _hidden, visible\n")
+    assert _private_attribute_uses(bad) == [(1, "interpret.system._hidden")]
 
 
 def test_import_interpret_never_imports_optax_lopt():

@@ -154,11 +154,12 @@ class _ScaledState(NamedTuple):
 
 
 def _per_tensor_scaled_sgd(decay=0.5):
-    """Momentum SGD whose step is scaled by a per-tensor scalar state that counts steps."""
+    """Momentum SGD whose step is scaled by a per-tensor scalar state that counts steps from
+    the tensor's size (so each tensor's scale differs)."""
 
     def init(params):
         return _ScaledState(
-            jax.tree.map(lambda _: jnp.ones((), jnp.float32), params),
+            jax.tree.map(lambda p: jnp.asarray(p.size, jnp.float32), params),
             jax.tree.map(jnp.zeros_like, params),
         )
 
@@ -183,5 +184,7 @@ def test_a_per_tensor_scalar_state_is_part_of_every_coordinates_state():
     system = interpret.scalar_system(tx)
     assert system.size == 2  # the scale and the momentum of the one coordinate
     chex.assert_shape(rec.states, (3, 3, system.size))
-    # Before step t (0-based) every tensor's scale is 1 + t, in every coordinate of it.
-    np.testing.assert_allclose(rec.states[:, :, 0], np.repeat([[1.0], [2.0], [3.0]], 3, axis=1))
+    # Before step t (0-based) a tensor's scale is its size + t, in every coordinate of it:
+    # coordinate 1 lies in b (4 entries), coordinates 4 and 6 in w (3 entries).
+    expected = np.array([4.0, 3.0, 3.0])[None] + np.arange(3.0)[:, None]
+    np.testing.assert_allclose(rec.states[:, :, 0], expected)
