@@ -11,7 +11,9 @@ An example declares its settings once, as a frozen dataclass whose fields carry 
 lists the choices; a value outside them is refused naming the flag) and
 `config_from_flags(Config)` reads them back into a ``Config``. `check_choices(config)` refuses
 the same values in a config built in code (a recipe's ``__post_init__`` calls it), so the
-rule has one home for the command line and for Python.
+rule has one home for the command line and for Python. ``choices`` may be a function that
+lists them, read when a flag is defined or a config checked: a registry that grows as modules
+are imported (``architecture_names``) is then read when it is complete.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import typing
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from absl import flags
@@ -27,10 +29,23 @@ from absl import flags
 from optax_lopt import _checks
 
 
-def setting(default: Any, help: str, *, choices: Sequence[str] | None = None) -> Any:  # noqa: A002
-    """A dataclass field with its flag's help text and, optionally, its valid values."""
-    metadata = {"help": help, "choices": None if choices is None else tuple(choices)}
-    return dataclasses.field(default=default, metadata=metadata)
+def setting(
+    default: Any,
+    help: str,  # noqa: A002
+    *,
+    choices: Sequence[str] | Callable[[], Sequence[str]] | None = None,
+) -> Any:
+    """A dataclass field with its flag's help text and, optionally, its valid values (or a
+    function that lists them when asked)."""
+    if choices is not None and not callable(choices):
+        choices = tuple(choices)
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
+
+
+def choices_of(field: dataclasses.Field) -> tuple[str, ...] | None:
+    """A `setting` field's valid values now (None: any value)."""
+    choices = field.metadata.get("choices")
+    return tuple(choices()) if callable(choices) else choices
 
 
 def _base_type(hint: Any) -> type:
@@ -45,7 +60,7 @@ def check_choices(config: Any) -> None:
       ValueError: ``--NAME: expected one of ...; got ...`` for the first such field.
     """
     for field in dataclasses.fields(config):
-        choices = field.metadata.get("choices")
+        choices = choices_of(field)
         if choices is not None:
             _checks.one_of(f"--{field.name}", getattr(config, field.name), choices)
 
@@ -70,7 +85,7 @@ def define_flags(
             continue
         kind = _base_type(hints[field.name])
         text = field.metadata.get("help", field.name)
-        choices = field.metadata.get("choices")
+        choices = choices_of(field)
         args = (field.name, field.default, text)
         if choices is not None:  # absl's help shows them as <a|b|c>
             flags.DEFINE_enum(

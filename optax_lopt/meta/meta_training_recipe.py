@@ -20,16 +20,6 @@ import json
 import optax
 
 from optax_lopt import _checks, tasks
-
-# Every architecture registers itself on import; `optax_lopt` imports `meta` before them, so
-# they are imported here for `architecture_names()` to list them all (a test checks the list).
-from optax_lopt.architectures import (  # noqa: F401
-    componentwise_rnn,
-    factored_mlp_lopt,
-    hierarchical,
-    learnable,
-    mlp_lopt,
-)
 from optax_lopt.base import LearnedOptimizer, architecture_names, from_config
 from optax_lopt.meta.base import GradientEstimator
 from optax_lopt.meta.config_flags import check_choices, setting
@@ -65,7 +55,7 @@ class MetaTrainingRecipe:
         '\'[{"family": "quadratic", "reparameterize": true}, {"family": "rosenbrock"}]\'.',
     )
     architecture: str = setting(
-        "MLPLOpt", "Learned optimizer class name.", choices=architecture_names()
+        "MLPLOpt", "Learned optimizer class name.", choices=architecture_names
     )
     architecture_config: str = setting(
         "{}", "JSON dict of the architecture's constructor kwargs, e.g. '{\"hidden_size\": 64}'."
