@@ -89,7 +89,8 @@ def main(argv: list[str]) -> None:
         f"jax {jax.__version__} on {jax.devices()[0].platform}"
     )
     print(
-        f"Meta-training {recipe.architecture} on {recipe.task}: {recipe.num_outer_steps} outer "
+        f"Meta-training {recipe.architecture} on {recipe.task_mix or recipe.task}: "
+        f"{recipe.num_outer_steps} outer "
         f"steps, {recipe.num_tasks} tasks, truncation {recipe.truncation_length} ({machine})"
     )
     header = f"{'estimator':<16}{'compile s':>11}{'steps/s':>10}{'first':>9}{'last':>9}{'cut':>8}"
@@ -109,6 +110,8 @@ def main(argv: list[str]) -> None:
                 "num_tasks": recipe.num_tasks,
                 "truncation_length": recipe.truncation_length,
                 "machine": machine,
+                # every recipe setting but the estimator (one per row), e.g. a --task_mix
+                "recipe": {k: v for k, v in dataclasses.asdict(recipe).items() if k != "estimator"},
                 "rows": rows,
             }
         )

@@ -38,13 +38,9 @@ def integer(name: str, value: Any, *, minimum: int | None = None) -> int:
     return int(value)
 
 
-def _is_positive_int(value: Any) -> bool:
-    return is_int(value) and value >= 1
-
-
 def positive_int(name: str, value: Any) -> int:
     """``value`` as a positive ``int``."""
-    if not _is_positive_int(value):
+    if not (is_int(value) and value >= 1):
         raise _fail(name, "a positive integer", value)
     return int(value)
 

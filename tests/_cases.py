@@ -18,6 +18,12 @@ EXTRA_CONFIGS = {
         "ComponentwiseRNN",
         {"cell": "rnn", "hidden_size": 8, "preprocessing": "log1p-sign"},
     ),
+    # the shipped general's step adaptation, per tensor and per entry
+    "MLPLOpt-adapted": ("MLPLOpt", {"step_adaptation": 0.05, "adaptation_decay": 0.01}),
+    "MLPLOpt-adapted-per-entry": (
+        "MLPLOpt",
+        {"step_adaptation": 0.05, "adaptation_granularity": "coordinate"},
+    ),
 }
 
 

@@ -130,7 +130,8 @@ def test_step_under_a_constant_gradient_shrinks_past_the_training_horizon():
     unadapted = convergence.constant_gradient_steps(fixed.transform(theta), at=(1000, 10_000))
     assert 0.01 < unadapted[1000] < 0.05
     np.testing.assert_allclose(unadapted[10_000], unadapted[1000], rtol=0.05)
-    scale = 1.0 if lopt.step_adaptation is None else np.exp(lopt.adaptation_limit)
+    assert lopt.step_adaptation is not None
+    scale = np.exp(lopt.adaptation_limit)
     np.testing.assert_allclose(steps[1000], scale * unadapted[1000], rtol=0.02)
     assert abs(steps[500] - steps[1000]) < 0.2 * steps[1000]
     np.testing.assert_allclose(steps[10_000], 0.1 * steps[1000], rtol=0.02)

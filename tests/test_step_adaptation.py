@@ -176,8 +176,17 @@ def test_cosine_has_a_finite_derivative_at_a_zero_vector():
         chex.assert_tree_all_finite(grad)
 
 
-def test_a_non_finite_previous_step_leaves_the_scales_finite():
-    state = SA.StepAdaptationState({"w": jnp.float32(0.3)}, {"w": jnp.asarray([jnp.nan, 1.0])})
+@pytest.mark.parametrize(
+    "granularity, start, expected",
+    # per entry: no evidence from the NaN entry, agreement +1 from the other
+    [("tensor", 0.3, 0.3), ("coordinate", [0.3, 0.3], [0.3, 0.2])],
+)
+def test_a_non_finite_previous_step_leaves_the_scales_finite(granularity, start, expected):
+    start = jnp.asarray(start, jnp.float32)
+    state = SA.StepAdaptationState({"w": start}, {"w": jnp.asarray([jnp.nan, 1.0])})
     g = {"w": jnp.asarray([1.0, 2.0])}
-    _, new = SA.adapt(state, g, g, rate=0.1, decay=0.0, limit=4.0)
-    chex.assert_trees_all_close(new.log_scales["w"], jnp.float32(0.3))
+    updates = {"w": jnp.asarray([jnp.inf, 2.0])}
+    _, new = SA.adapt(state, g, updates, rate=0.1, decay=0.0, limit=4.0, granularity=granularity)
+    chex.assert_trees_all_close(new.log_scales["w"], jnp.asarray(expected, jnp.float32))
+    # a non-finite update is not kept as the next step's evidence either
+    chex.assert_tree_all_finite(new.previous_updates)

@@ -49,7 +49,7 @@ class StepAdaptationState(NamedTuple):
     Attributes:
       log_scales: per parameter leaf, a float32 scalar ``s`` (granularity ``"tensor"``) or a
         float32 array of the leaf's shape (``"coordinate"``); the step is scaled by ``exp(s)``.
-      previous_updates: a params-shaped tree, the last (scaled) update.
+      previous_updates: a params-shaped tree, the last (scaled) update, non-finite entries as 0.
     """
 
     log_scales: Any
@@ -93,4 +93,5 @@ def adapt(
 
     log_scales = jax.tree.map(new_scale, state.log_scales, grads, state.previous_updates)
     scaled = jax.tree.map(lambda u, s: u * jnp.exp(s).astype(u.dtype), updates, log_scales)
-    return scaled, StepAdaptationState(log_scales, scaled)
+    kept = jax.tree.map(lambda u: jnp.where(jnp.isfinite(u), u, 0.0).astype(u.dtype), scaled)
+    return scaled, StepAdaptationState(log_scales, kept)

@@ -38,14 +38,14 @@ class MLPLOptState(NamedTuple):
       count: number of updates taken (int32 scalar).
       momenta: one params-shaped tree per momentum decay.
       second_moment: a params-shaped tree, EMA of ``g**2``.
-      step_adaptation: the per-tensor step scales (a
+      step_adaptation: the adapted step scales, per tensor or per entry (a
         ``_step_adaptation.StepAdaptationState``) when ``step_adaptation`` is set, else ``()``.
     """
 
     count: jax.Array
     momenta: tuple[Any, ...]
     second_moment: Any
-    step_adaptation: Any = ()
+    step_adaptation: Any
 
 
 @dataclasses.dataclass(frozen=True)

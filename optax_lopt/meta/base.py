@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import chex
 
@@ -112,3 +112,7 @@ class PerturbedEstimator(TaskBatchEstimator):
     """
 
     sigma: float = 0.01
+
+    NUM_PARTICLES: ClassVar[int] = 2
+    """Inner runs per task (``theta + eps`` and ``theta - eps``): one call costs
+    ``NUM_PARTICLES * num_tasks`` times the steps it unrolls."""

@@ -29,9 +29,9 @@ class ES(PerturbedEstimator):
     an unbiased estimate of the gradient of ``E_eps L(theta + eps)``. No backpropagation, so
     the cost is two forward unrolls and chaotic inner dynamics cannot explode the gradient.
 
-    Fields not listed here are documented once, on `TaskBatchEstimator` (``lopt``,
-    ``family``, ``num_tasks``, ``horizon``, ``meta_loss``, ``loss_clip``),
-    `TruncatedEstimator` (``truncation_length``) and `PerturbedEstimator` (``sigma``).
+    Fields not listed here are documented once, on its base classes: `TaskBatchEstimator`
+    (``lopt``, ``family``, ``num_tasks``, ``horizon``, ``meta_loss``, ``loss_clip``) and
+    `PerturbedEstimator` (``sigma``).
 
     Args:
       num_tasks: antithetic pairs (one instance each) per call.
@@ -59,7 +59,7 @@ class ES(PerturbedEstimator):
             k_init,
             num_tasks=self.num_tasks,
             horizon=horizon,
-            num_particles=2,
+            num_particles=self.NUM_PARTICLES,
             stagger=False,
         )
         _, trajectory = unroll(

@@ -32,9 +32,8 @@ class FullBPTT(TaskBatchEstimator):
     intermediate). Unbiased for deterministic tasks, but its variance and cost grow with the
     horizon and it can explode on chaotic inner dynamics.
 
-    Fields not listed here are documented once, on `TaskBatchEstimator` (``lopt``,
-    ``family``, ``num_tasks``, ``horizon``, ``meta_loss``, ``loss_clip``),
-    `TruncatedEstimator` (``truncation_length``) and `PerturbedEstimator` (``sigma``).
+    Fields not listed here are documented once, on its base class `TaskBatchEstimator`
+    (``lopt``, ``family``, ``num_tasks``, ``horizon``, ``meta_loss``, ``loss_clip``).
 
     Args:
       num_tasks: tasks per call.

@@ -63,8 +63,8 @@ class Hybrid(TruncatedEstimator, PerturbedEstimator):
     reparameterisation samples are not all finite (exploding backpropagation) uses ES alone.
     Needs ``num_tasks >= 2``.
 
-    Fields not listed here are documented once, on `TaskBatchEstimator` (``lopt``,
-    ``family``, ``num_tasks``, ``horizon``, ``meta_loss``, ``loss_clip``),
+    Fields not listed here are documented once, on its base classes: `TaskBatchEstimator`
+    (``lopt``, ``family``, ``num_tasks``, ``horizon``, ``meta_loss``, ``loss_clip``),
     `TruncatedEstimator` (``truncation_length``) and `PerturbedEstimator` (``sigma``).
 
     Args:
@@ -108,7 +108,7 @@ class Hybrid(TruncatedEstimator, PerturbedEstimator):
                 self.lopt,
                 self.family,
                 thetas,
-                broadcast_particles(state, 2),
+                broadcast_particles(state, self.NUM_PARTICLES),
                 k_unroll,
                 num_steps=self.truncation_length,
                 horizon=_common.horizon_of(self),

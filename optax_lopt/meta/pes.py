@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, NamedTuple
 
 import chex
 import jax
@@ -48,8 +48,8 @@ class PES(TruncatedEstimator, PerturbedEstimator):
     truncations of a trajectory, the estimates are unbiased for the gradient of the smoothed
     meta-loss of the whole trajectory; truncated ES is not.
 
-    Fields not listed here are documented once, on `TaskBatchEstimator` (``lopt``,
-    ``family``, ``num_tasks``, ``horizon``, ``meta_loss``, ``loss_clip``),
+    Fields not listed here are documented once, on its base classes: `TaskBatchEstimator`
+    (``lopt``, ``family``, ``num_tasks``, ``horizon``, ``meta_loss``, ``loss_clip``),
     `TruncatedEstimator` (``truncation_length``) and `PerturbedEstimator` (``sigma``).
 
     Args:
@@ -59,10 +59,6 @@ class PES(TruncatedEstimator, PerturbedEstimator):
       Vicol, Metz, Sohl-Dickstein, "Unbiased Gradient Estimation in Unrolled Computation
       Graphs with Persistent Evolution Strategies", ICML 2021 (arXiv 2112.13835).
     """
-
-    NUM_PARTICLES: ClassVar[int] = 2
-    """Inner runs per task (``theta + eps`` and ``theta - eps``): one call costs
-    ``NUM_PARTICLES * num_tasks * truncation_length`` inner steps."""
 
     def init(self, theta: MetaParams, key: chex.PRNGKey) -> PESState:
         runs = init_state(

@@ -24,9 +24,9 @@ class TruncatedBPTT(TruncatedEstimator):
     runs' state at the start of the truncation is a constant. Cheap and low-variance, but
     biased: effects of ``theta`` that outlast a truncation are ignored (short-horizon bias).
 
-    Fields not listed here are documented once, on `TaskBatchEstimator` (``lopt``,
-    ``family``, ``num_tasks``, ``horizon``, ``meta_loss``, ``loss_clip``),
-    `TruncatedEstimator` (``truncation_length``) and `PerturbedEstimator` (``sigma``).
+    Fields not listed here are documented once, on its base classes: `TaskBatchEstimator`
+    (``lopt``, ``family``, ``num_tasks``, ``horizon``, ``meta_loss``, ``loss_clip``) and
+    `TruncatedEstimator` (``truncation_length``).
 
     Args:
       remat: rematerialise each inner step in the backward pass.

@@ -30,8 +30,8 @@ class TruncatedES(TruncatedEstimator, PerturbedEstimator):
     from the ``theta + eps_i`` copy. Like truncated BPTT it only sees the effect of ``theta``
     within one truncation, so it is biased for long horizons (compare `PES`).
 
-    Fields not listed here are documented once, on `TaskBatchEstimator` (``lopt``,
-    ``family``, ``num_tasks``, ``horizon``, ``meta_loss``, ``loss_clip``),
+    Fields not listed here are documented once, on its base classes: `TaskBatchEstimator`
+    (``lopt``, ``family``, ``num_tasks``, ``horizon``, ``meta_loss``, ``loss_clip``),
     `TruncatedEstimator` (``truncation_length``) and `PerturbedEstimator` (``sigma``).
 
     Args:
@@ -55,7 +55,7 @@ class TruncatedES(TruncatedEstimator, PerturbedEstimator):
             self.lopt,
             self.family,
             _common.antithetic(theta, noise),
-            broadcast_particles(state, 2),
+            broadcast_particles(state, self.NUM_PARTICLES),
             k_unroll,
             num_steps=self.truncation_length,
             horizon=_common.horizon_of(self),
