@@ -92,11 +92,6 @@ def bundled_split(dataset: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
     return x[:cut], y[:cut], x[cut:], y[cut:]
 
 
-def _widths(name: str, value: Any) -> tuple[int, ...]:
-    """``value`` as a tuple of positive ints; empty is allowed (no hidden layer)."""
-    return _checks.positive_ints(name, value, allow_empty=True)
-
-
 def _optional_batch_size(family: Any) -> None:
     if family.batch_size is not None:
         set_checked(family, "batch_size")
@@ -187,7 +182,7 @@ class BundledClassifier(_Bootstrapped):
 
     def __post_init__(self) -> None:
         set_checked(self, "dataset", _checks.one_of, choices=sorted(CLASSIFICATION_DATASETS))
-        set_checked(self, "hidden", _widths)
+        set_checked(self, "hidden", _checks.positive_ints, allow_empty=True)  # (): no hidden layer
         _optional_batch_size(self)
         set_checked(self, "num_steps")
 
@@ -231,7 +226,7 @@ class BundledRegressor(_Bootstrapped):
 
     def __post_init__(self) -> None:
         set_checked(self, "dataset", _checks.one_of, choices=REGRESSION_DATASETS)
-        set_checked(self, "hidden", _widths)
+        set_checked(self, "hidden", _checks.positive_ints, allow_empty=True)  # (): no hidden layer
         _optional_batch_size(self)
         set_checked(self, "num_steps")
 
@@ -285,7 +280,7 @@ class DigitsAutoencoder(_Bootstrapped):
     num_steps: int = 200
 
     def __post_init__(self) -> None:
-        set_checked(self, "hidden", _widths)
+        set_checked(self, "hidden", _checks.positive_ints, allow_empty=True)  # (): no hidden layer
         set_checked(self, "code_size")
         _optional_batch_size(self)
         set_checked(self, "num_steps")
