@@ -24,6 +24,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -134,26 +135,31 @@ def _derivatives(system, clock, h, g, input_step):
 
     With ``input_step``, ``b`` and ``d`` are central differences at that step.
     """
-
-    @jax.jit
-    def jacobians(h, g):
-        def f(h, g):
-            new_h, u, _ = system.step(h, g, clock)
-            return new_h, u
-
-        (fh, uh) = f(h, g)
-        (j, b), (r, d) = jax.jacfwd(f, argnums=(0, 1))(h, g)
-        if input_step is not None:
-            (fp, up), (fm, um) = f(h, g + input_step), f(h, g - input_step)
-            b, d = (fp - fm) / (2 * input_step), (up - um) / (2 * input_step)
-        return fh, uh, ((j, b), (r, d))
-
-    fh, uh, ((j, b), (r, d)) = jacobians(jnp.asarray(h, system.dtype), jnp.asarray(g, system.dtype))
+    h, g = jnp.asarray(h, system.dtype), jnp.asarray(g, system.dtype)
+    central = input_step is not None
+    step = jnp.asarray(input_step if central else 0.0, system.dtype)
+    fh, uh, ((j, b), (r, d)) = _jacobians(system, central, h, g, step, clock)
     n = system.size
     j = np.asarray(j, np.float64).reshape(n, n)
     b = np.asarray(b, np.float64).reshape(n)
     r = np.asarray(r, np.float64).reshape(n)
     return fh, uh, j, b, r, d
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _jacobians(system, central: bool, h, g, input_step, clock):
+    """``F``, ``G`` and their Jacobians at ``(h, g)``; one compiled program per system."""
+
+    def f(h, g):
+        new_h, u, _ = system.step(h, g, clock)
+        return new_h, u
+
+    fh, uh = f(h, g)
+    (j, b), (r, d) = jax.jacfwd(f, argnums=(0, 1))(h, g)
+    if central:
+        (fp, up), (fm, um) = f(h, g + input_step), f(h, g - input_step)
+        b, d = (fp - fm) / (2 * input_step), (up - um) / (2 * input_step)
+    return fh, uh, ((j, b), (r, d))
 
 
 def _eigenmodes(j: np.ndarray, b: np.ndarray, r: np.ndarray):

@@ -1,3 +1,5 @@
+import sys
+
 import chex
 import numpy as np
 import optax
@@ -59,3 +61,22 @@ def test_fixed_point_bad_inputs():
         interpret.fixed_points(optax.adam(0.1), [1.0], starts=np.zeros((2, 3)))
     with pytest.raises(ValueError, match="num_starts"):
         interpret.fixed_points(optax.adam(0.1), [1.0], num_starts=0)
+
+
+def test_calls_with_other_input_counts_and_starts_share_one_compiled_solver():
+    # The report solves one input with visited starts, then several without: the solver pads
+    # both to bucket sizes, so the second call reuses the first's program and its padded rows
+    # change no answer.
+    beta = 0.7
+    system = interpret.scalar_system(optax.sgd(0.1, momentum=beta))
+    solver = sys.modules["interpret.fixed_points"]._solve_jit
+    solver.clear_cache()
+    one = interpret.fixed_points(system, [0.5], starts=np.array([[3.0], [-1.0]]))
+    several = interpret.fixed_points(system, [-2.0, 0.25, 1.0])
+    assert solver._cache_size() == 1
+    chex.assert_trees_all_close(one.states[:, 0], np.array([0.5 / (1 - beta)]), rtol=1e-4)
+    chex.assert_trees_all_close(
+        several.states[:, 0], np.array([-2.0, 0.25, 1.0]) / (1 - beta), rtol=1e-4
+    )
+    chex.assert_shape(several.states, (3, 1))
+    assert one.converged.all() and several.converged.all()

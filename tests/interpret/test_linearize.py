@@ -1,3 +1,5 @@
+import sys
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -88,3 +90,14 @@ def test_a_jacobian_that_is_not_finite_gives_nan_modes_instead_of_raising():
     # Away from that point the same rule linearises normally.
     lin = interpret.linearize(optax.GradientTransformation(init, update), state=[1.0], input=0.5)
     assert np.isfinite(lin.eigenvalues).all()
+
+
+def test_linearizing_one_system_twice_compiles_once():
+    system = interpret.scalar_system(optax.sgd(0.1, momentum=0.6))
+    jacobians = sys.modules["interpret.linearize"]._jacobians
+    jacobians.clear_cache()
+    for g, input_step in ((0.0, None), (0.3, 1e-3), (-1.0, 1e-2)):
+        lin = interpret.linearize(system, np.array([g / 0.4]), g, input_step=input_step)
+        np.testing.assert_allclose(lin.eigenvalues.real, [0.6], rtol=1e-5)
+        np.testing.assert_allclose(lin.learning_rate, 0.1, rtol=1e-4)
+    assert jacobians._cache_size() == 2  # one program with central differences, one without
