@@ -185,8 +185,9 @@ def _solve(system, g, extra, clock, num_starts, warmup, iters, lr, newton):
     """`_solve_jit` on inputs and extra starts padded to bucket sizes, the padding cut off.
 
     Padding lets the report's calls (one input with visited starts, several inputs without)
-    share one traced and compiled program, which costs far more than solving the padding:
-    every start is solved on its own, so the padded rows change nothing in the others.
+    share one traced and compiled program, which costs far more than solving the padding.
+    Every start is solved on its own, so the padded rows change the others only by rounding
+    (a larger batch may order XLA's float operations differently).
     """
     num, num_extra = g.shape[0], 0 if extra is None else extra.shape[0]
     g_pad = jnp.concatenate([g, jnp.zeros((_bucket(num, _INPUT_BUCKET) - num,), g.dtype)])
