@@ -92,17 +92,13 @@ def optional_positive(name: str, value: Any) -> float | None:
     return None if value is None else positive(name, value)
 
 
-def in_unit_interval(name: str, value: Any) -> float:
-    """``value`` as a ``float`` in the open interval ``(0, 1)`` (a decay, a fraction)."""
-    if not 0 < value < 1:
-        raise ValueError(f"{name}: expected a number in (0, 1), got {value!r}.")
-    return float(value)
-
-
-def decay(name: str, value: Any) -> float:
-    """``value`` as a ``float`` in ``[0, 1)`` (a decay that may be zero)."""
-    if not (np.isfinite(value) and 0 <= value < 1):
-        raise ValueError(f"{name}: expected a number in [0, 1), got {value!r}.")
+def in_unit_interval(name: str, value: Any, *, allow_zero: bool = False) -> float:
+    """``value`` as a ``float`` in ``(0, 1)``, or in ``[0, 1)`` with ``allow_zero`` (a decay
+    that may be zero, a fraction)."""
+    low_ok = value >= 0 if allow_zero else value > 0
+    if not (np.isfinite(value) and low_ok and value < 1):
+        interval = "[0, 1)" if allow_zero else "(0, 1)"
+        raise ValueError(f"{name}: expected a number in {interval}, got {value!r}.")
     return float(value)
 
 

@@ -81,7 +81,7 @@ def adapt_step_by_agreement(
     """
     rate = _checks.positive("rate", rate)
     limit = _checks.positive("limit", limit)
-    decay = _checks.decay("decay", decay)
+    decay = _checks.in_unit_interval("decay", decay, allow_zero=True)
     _checks.one_of("granularity", granularity, GRANULARITIES)
     agreement = sign_agreement if granularity == "coordinate" else cosine
     inner = optax.with_extra_args_support(inner)
@@ -172,7 +172,8 @@ def agreement_log_scales(
     g, u = _checks.vector("g", g, ndim=2), _checks.vector("u", u, ndim=2)
     if g.shape != u.shape:
         raise ValueError(f"g, u: expected the same (T, K) shape, got {g.shape} and {u.shape}.")
-    rate, decay = _checks.positive("rate", rate), _checks.decay("decay", decay)
+    rate = _checks.positive("rate", rate)
+    decay = _checks.in_unit_interval("decay", decay, allow_zero=True)
     limit = _checks.positive("limit", limit)
     a = np.sign(g) * np.sign(np.concatenate([np.zeros_like(u[:1]), u[:-1]]))
     s, out = np.zeros(g.shape[1:]), np.empty(g.shape, np.float64)
