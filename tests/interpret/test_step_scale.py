@@ -68,6 +68,8 @@ def test_non_finite_gradients_are_no_evidence_and_never_reach_the_state():
     [
         ({"rate": 0.0}, "rate"),
         ({"rate": 0.1, "decay": 1.0}, "decay"),
+        ({"rate": 0.1, "decay": -0.1}, "decay"),
+        ({"rate": 0.1, "decay": float("nan")}, "decay"),
         ({"rate": 0.1, "limit": -1.0}, "limit"),
         ({"rate": 0.1, "granularity": "entry"}, "granularity"),
     ],
