@@ -35,6 +35,7 @@ from typing import Any, NamedTuple
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from optax_lopt import _checks, _numerics
 from optax_lopt.architectures._dense import muladd_dense
@@ -516,6 +517,7 @@ def mlp_updates(
     first_bias: Any,
     step_mult: Any,
     exp_mult: float,
+    odd_features: Sequence[int] = (),
 ) -> list[jax.Array]:
     """Updates of every leaf: one MLP pass over all coordinates, direction * exp(magnitude).
 
@@ -532,6 +534,10 @@ def mlp_updates(
         all leaves, or a list with one ``(fan_out,)`` array per leaf.
       step_mult: overall step scale: a number, or a list with one scalar per leaf.
       exp_mult: scale of the magnitude in the exponent.
+      odd_features: if not empty, the indices of the features that change sign with the
+        gradient: the update is then made odd, ``(u(f) - u(f')) / 2`` with ``f'`` the
+        features with those flipped (see :func:`_odd_update`, which shares the first layer
+        between the two evaluations).
 
     Returns:
       One update per leaf, of the leaf's shape and its features' dtype.
@@ -550,15 +556,59 @@ def mlp_updates(
             if isinstance(step_mult, (list, tuple))
             else step_mult
         )
-        direction, magnitude = elementwise_mlp(flat, net["mlp"], bias)
-        skip_dir, skip_mag = elementwise_dense(flat, net["skip"]["w"], jnp.zeros((2,), dtype))
-        update = direction_magnitude_step(
-            direction + skip_dir, magnitude + skip_mag, step, exp_mult
-        )
+        if odd_features:
+            update = _odd_update(flat, net, bias, step, exp_mult, odd_features)
+        else:
+            direction, magnitude = elementwise_mlp(flat, net["mlp"], bias)
+            skip_dir, skip_mag = elementwise_dense(flat, net["skip"]["w"], jnp.zeros((2,), dtype))
+            update = direction_magnitude_step(
+                direction + skip_dir, magnitude + skip_mag, step, exp_mult
+            )
         shapes = [features[i][0].shape for i in idx]
         for i, u in zip(idx, _split_flat(update, sizes, shapes), strict=True):
             results[i] = u
     return results
+
+
+def _odd_update(
+    flat: Sequence[jax.Array],
+    net: dict,
+    first_bias: Any,
+    step_mult: Any,
+    exp_mult: float,
+    odd_features: Sequence[int],
+) -> jax.Array:
+    """``(u(f) - u(f')) / 2``, ``f'`` being ``flat`` with the features ``odd_features`` negated.
+
+    The first layer and the skip readout are linear, so their pre-activations at ``f`` and
+    ``f'`` are ``a + c`` and ``a - c``, with ``a`` the contribution of the features that keep
+    their sign (plus the biases) and ``c`` that of the flipped ones: one pass over the
+    first-layer weights instead of two, the layer that holds most of the network's
+    multiply-adds. The layers after it run twice. Equal to evaluating the network on ``f``
+    and on ``f'`` up to rounding.
+    """
+    layers = net["mlp"]
+    first, skip_w = layers[0], net["skip"]["w"]
+    hidden = first["w"].shape[1]
+    w = jnp.concatenate([first["w"], skip_w.astype(first["w"].dtype)], axis=1)
+    odd = sorted(set(odd_features))
+    even = [k for k in range(len(flat)) if k not in odd]
+    b = first["b"]
+    biases = [b[j] if first_bias is None else b[j] + first_bias[j] for j in range(hidden)]
+    zero = jnp.zeros((), flat[0].dtype)
+    kept = elementwise_dense([flat[k] for k in even], w[np.asarray(even)], biases + [zero] * 2)
+    flipped = elementwise_dense([flat[k] for k in odd], w[np.asarray(odd)], [zero] * (hidden + 2))
+    updates = []
+    for sign in (1.0, -1.0):
+        pre = [a + sign * c for a, c in zip(kept, flipped, strict=True)]
+        h = [jax.nn.relu(x) for x in pre[:hidden]]
+        direction, magnitude = elementwise_mlp(h, layers[1:])
+        updates.append(
+            direction_magnitude_step(
+                direction + pre[hidden], magnitude + pre[hidden + 1], step_mult, exp_mult
+            )
+        )
+    return 0.5 * (updates[0] - updates[1])
 
 
 def _concatenated(features: Sequence[Sequence[jax.Array]], idx: Sequence[int]) -> list[jax.Array]:

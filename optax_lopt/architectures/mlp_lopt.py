@@ -286,14 +286,12 @@ class MLPLOpt(LearnedOptimizer):
 
     def _updates(self, features, theta, time_bias):
         """The network's update per leaf, made odd in ``g`` where configured."""
-        leaves = F.mlp_updates(features, theta, time_bias, self.step_mult, self.exp_mult)
+        odd = ()
         if self.antisymmetric:
-            # Features 0 (p / rms(p)) and 2 + K (r * s) do not change sign with g.
+            # All features but 0 (p / rms(p)) and 2 + K (r * s) change sign with g.
             even = (0, 2 + len(self.momentum_decays))
-            flipped = [[f if k in even else -f for k, f in enumerate(feats)] for feats in features]
-            mirror = F.mlp_updates(flipped, theta, time_bias, self.step_mult, self.exp_mult)
-            leaves = [0.5 * (a - b) for a, b in zip(leaves, mirror, strict=True)]
-        return leaves
+            odd = tuple(k for k in range(self.num_inputs) if k not in even)
+        return F.mlp_updates(features, theta, time_bias, self.step_mult, self.exp_mult, odd)
 
     def _adapt(self, updates, grads, state, theta):
         """``updates`` times the adapted per-tensor step scales, and the new adaptation state."""
