@@ -21,8 +21,24 @@ array of state, and steps that lengthen along the flat directions of an ill-cond
 problem while its steep ones oscillate. ``c`` is even in the sign of the gradient (both
 ``g`` and ``u`` flip), so an optimizer whose update is odd in the gradient stays odd.
 
-The rule itself (the cosine, the sign agreement, the clipped update of ``s``) is
-``interpret.step_scale``'s, which also wraps any optax transformation in it; this module holds
+The agreement rule says whether the last step was too short, not by how much, so ``s``
+grows by at most ``rate`` per step and reaching a step a hundred times longer takes hundreds
+of steps. ``rule="secant"`` (per tensor only) measures how much: with ``a = g_{t-1} . u_{t-1}``
+the loss's slope along the last step where it began and ``b = g_t . u_{t-1}`` where it ended,
+a quadratic along that line is minimised at ``m = a / (a - b)`` times the step, and
+
+    s_t = clip((1 - decay) * s_{t-1} + rate * clip(log m, -SECANT_SHRINK, SECANT_GROWTH), ...)
+
+The slope difference ``b - a`` is the curvature along the step (a secant, as in the
+Barzilai-Borwein step), so ``s`` moves by ``rate * log m``: a step ten times too short is
+lengthened about ``10 ** rate``-fold at once. ``log m`` is clipped harder for growth than for
+shrinking (grow slowly, back off fast), and a step that was not a descent step (``a >= 0``)
+or that saw no positive curvature (``b <= a``) is no evidence: ``s`` only decays. ``a``
+and ``b`` both scale with the step and flip with the gradient, so ``m`` is unchanged by any
+positive factor applied to the update afterwards and the update stays odd in the gradient.
+
+The agreement rule's pieces (the cosine, the sign agreement, the clipped update of ``s``)
+are ``interpret.step_scale``'s, which also wraps any optax transformation in it; this module holds
 the learned optimizer's state and a rate that may be a traced meta-parameter.
 
 References:
@@ -30,6 +46,8 @@ References:
   Hypergradient Descent", arXiv 1703.04782.
   Riedmiller, Braun, "A direct adaptive method for faster backpropagation learning: the RPROP
   algorithm", ICNN 1993 (the per-entry sign rule).
+  Barzilai, Borwein, "Two-point step size gradient methods", IMA Journal of Numerical
+  Analysis 8, 1988 (the secant estimate of the curvature along a step).
 """
 
 from __future__ import annotations
@@ -42,6 +60,15 @@ import jax.numpy as jnp
 from interpret.step_scale import cosine, next_log_scale, sign_agreement
 from optax_lopt import _numerics
 
+RULES = ("agreement", "secant")
+"""How ``s`` is adapted: by the agreement of successive steps, or by the secant's line minimum."""
+
+SECANT_GROWTH = 1.0
+"""Bound on ``log m`` when the secant asks for a longer step (``m`` at most ``e``-fold)."""
+
+SECANT_SHRINK = 3.0
+"""Bound on ``-log m`` when it asks for a shorter one: overshoots are undone faster."""
+
 
 class StepAdaptationState(NamedTuple):
     """Per-tensor step scales and the step each was last applied to.
@@ -50,19 +77,51 @@ class StepAdaptationState(NamedTuple):
       log_scales: per parameter leaf, a float32 scalar ``s`` (granularity ``"tensor"``) or a
         float32 array of the leaf's shape (``"coordinate"``); the step is scaled by ``exp(s)``.
       previous_updates: a params-shaped tree, the last (scaled) update, non-finite entries as 0.
+      previous_slopes: with ``rule="secant"``, per leaf the float32 slope ``g . u`` of the last
+        update where it was taken; ``()`` with the agreement rule.
     """
 
     log_scales: Any
     previous_updates: Any
+    previous_slopes: Any = ()
 
 
-def init(params: Any, granularity: str = "tensor") -> StepAdaptationState:
-    """Scales of 1 (``s = 0``) and zero previous updates (so the first agreement is 0)."""
+def init(params: Any, granularity: str = "tensor", rule: str = "agreement") -> StepAdaptationState:
+    """Scales of 1 (``s = 0``) and zero previous updates (so the first step is no evidence)."""
     shape = (lambda p: ()) if granularity == "tensor" else jnp.shape
+    scalar = lambda p: jnp.zeros((), jnp.float32)  # noqa: E731
     return StepAdaptationState(
         log_scales=jax.tree.map(lambda p: jnp.zeros(shape(p), jnp.float32), params),
         previous_updates=jax.tree.map(_numerics.zeros_for, params),
+        previous_slopes=jax.tree.map(scalar, params) if rule == "secant" else (),
     )
+
+
+def secant_log_multiplier(slope_before: jax.Array, slope_after: jax.Array) -> jax.Array:
+    """Clipped ``log`` of the line minimum's multiple of the last step (module docstring).
+
+    Args:
+      slope_before: ``a = g_{t-1} . u_{t-1}``, the loss's slope along the step where it began.
+      slope_after: ``b = g_t . u_{t-1}``, the slope where it ended.
+
+    Returns:
+      ``clip(log(a / (a - b)), -SECANT_SHRINK, SECANT_GROWTH)``, or 0 (no evidence) when the
+      step was not a descent step (``a >= 0``), saw no positive curvature (``b <= a``), or
+      either slope is not finite.
+    """
+    a = jnp.asarray(slope_before, jnp.float32)
+    difference = a - jnp.asarray(slope_after, jnp.float32)  # -(curvature along the step)
+    usable = (a < 0) & (difference < 0) & jnp.isfinite(difference)
+    safe_a = jnp.where(usable, a, -1.0)
+    safe_difference = jnp.where(usable, difference, -1.0)
+    log_m = jnp.clip(jnp.log(safe_a / safe_difference), -SECANT_SHRINK, SECANT_GROWTH)
+    return jnp.where(usable, log_m, 0.0)
+
+
+def _slope(g: jax.Array, u: jax.Array) -> jax.Array:
+    """``g . u`` in float32 over the finite entries of both."""
+    g, u = (jnp.asarray(x, jnp.float32) for x in (g, u))
+    return jnp.sum(jnp.where(jnp.isfinite(g) & jnp.isfinite(u), g * u, 0.0))
 
 
 def adapt(
@@ -73,25 +132,53 @@ def adapt(
     decay: float,
     limit: float,
     granularity: str = "tensor",
+    rule: str = "agreement",
 ) -> tuple[Any, StepAdaptationState]:
     """Scales each leaf of ``updates`` by its adapted ``exp(s)``; returns them and the new state.
 
     Args:
-      state: the adaptation state of the previous step.
+      state: the adaptation state of the previous step (``init``'s, same ``rule``).
       grads: this step's (cleaned) gradients, the tree of ``updates``.
       updates: the optimizer's unscaled updates.
-      rate: how far one fully agreeing step moves ``s`` (a scalar, may be traced).
+      rate: how far one unit of evidence moves ``s`` (a scalar, may be traced): a fully
+        agreeing step with the agreement rule, a factor ``e`` of line minimum with the secant.
       decay: the pull of ``s`` toward 0 per step, in ``[0, 1)``.
       limit: ``|s|`` is clipped to this, so a scale stays within ``exp(+/- limit)``.
       granularity: ``"tensor"`` (one scale per leaf, the cosine) or ``"coordinate"`` (one
         per entry, the sign of ``g * u``); the one ``init`` was given.
+      rule: ``"agreement"`` or ``"secant"`` (``"tensor"`` granularity only); ``init``'s.
     """
+    if rule == "secant":
+        return _adapt_by_secant(state, grads, updates, rate, decay, limit)
     agreement = cosine if granularity == "tensor" else sign_agreement
 
     def new_scale(s, g, previous):
         return next_log_scale(s, agreement(g, previous), rate, decay, limit)
 
     log_scales = jax.tree.map(new_scale, state.log_scales, grads, state.previous_updates)
-    scaled = jax.tree.map(lambda u, s: u * jnp.exp(s).astype(u.dtype), updates, log_scales)
-    kept = jax.tree.map(lambda u: jnp.where(jnp.isfinite(u), u, 0.0).astype(u.dtype), scaled)
-    return scaled, StepAdaptationState(log_scales, kept)
+    scaled = _scaled(updates, log_scales)
+    return scaled, StepAdaptationState(log_scales, _finite(scaled))
+
+
+def _adapt_by_secant(state, grads, updates, rate, decay, limit):
+    """`adapt` with ``rule="secant"``: ``s`` moves by ``rate * log m`` (module docstring)."""
+
+    def new_scale(s, g, previous, slope_before):
+        log_m = secant_log_multiplier(slope_before, _slope(g, previous))
+        return jnp.clip((1.0 - decay) * s + rate * log_m, -limit, limit)
+
+    log_scales = jax.tree.map(
+        new_scale, state.log_scales, grads, state.previous_updates, state.previous_slopes
+    )
+    scaled = _scaled(updates, log_scales)
+    kept = _finite(scaled)
+    slopes = jax.tree.map(_slope, grads, kept)
+    return scaled, StepAdaptationState(log_scales, kept, slopes)
+
+
+def _scaled(updates: Any, log_scales: Any) -> Any:
+    return jax.tree.map(lambda u, s: u * jnp.exp(s).astype(u.dtype), updates, log_scales)
+
+
+def _finite(tree: Any) -> Any:
+    return jax.tree.map(lambda u: jnp.where(jnp.isfinite(u), u, 0.0).astype(u.dtype), tree)

@@ -25,7 +25,7 @@ import optax
 from interpret import step_scale
 from optax_lopt import _checks, _numerics
 from optax_lopt.architectures import _features as F
-from optax_lopt.architectures import _step_adaptation
+from optax_lopt.architectures import _loss_bound, _step_adaptation
 from optax_lopt.base import LearnedOptimizer, MetaParams
 
 _SKIP_INITS = ("adam", "random")
@@ -68,7 +68,7 @@ class MLPLOpt(LearnedOptimizer):
     starting point of self-training (arXiv 2101.07367). The paper normalises every feature
     by its root-mean-square over the tensor; here only ``p`` is, the others are scale-free by
     construction, which saves one pass over memory per feature. The loss (``value=``) is not
-    an input and is ignored.
+    an input of the network; only ``loss_bound`` reads it.
 
     Args:
       hidden_sizes: widths of the hidden ReLU layers (the paper used two layers of 32; one
@@ -133,6 +133,17 @@ class MLPLOpt(LearnedOptimizer):
       adaptation_granularity: ``"tensor"`` (default: one scale per parameter leaf, driven by
         the cosine of ``g_t`` and ``u_{t-1}``) or ``"coordinate"`` (one per entry, driven by
         the sign of ``g_t * u_{t-1}``; one more params-shaped array of state).
+      adaptation_rule: ``"agreement"`` (default: the cosine or sign rule above) or
+        ``"secant"`` (per tensor only): ``s`` moves by ``rate * log m``, ``m`` the multiple of
+        the last step at which a quadratic through the slopes at its two ends is minimal
+        (clipped, growing at most ``e``-fold and shrinking up to ``e**3``-fold per step), so a
+        step ten times too short is lengthened in a few steps rather than a few tens.
+      loss_bound: if set (a positive number, with ``step_adaptation``), the adaptation may
+        lengthen the steps only while the update's predicted decrease ``-g . u`` is at most
+        ``loss_bound`` times the loss passed as ``value=`` (see ``_loss_bound``): a loss
+        bounded below by 0 cannot fall by more than itself, so a larger predicted decrease
+        is an overshoot. It never shortens a step below the network's own, and without
+        ``value=`` it does nothing. ``None`` (default): no bound.
 
     Without ``params`` (``update(grads, state)``) the parameter feature is zero, as if every
     parameter were 0: the steps differ from those with ``params``. Gradients whose tree or
@@ -163,6 +174,8 @@ class MLPLOpt(LearnedOptimizer):
     adaptation_decay: float = 0.01
     adaptation_limit: float = 4.6
     adaptation_granularity: str = "tensor"
+    adaptation_rule: str = "agreement"
+    loss_bound: float | None = None
 
     def __post_init__(self) -> None:
         F.check_fields(
@@ -187,8 +200,20 @@ class MLPLOpt(LearnedOptimizer):
                 "adaptation_granularity": lambda n, v: _checks.one_of(
                     n, v, step_scale.GRANULARITIES
                 ),
+                "adaptation_rule": lambda n, v: _checks.one_of(n, v, _step_adaptation.RULES),
+                "loss_bound": F.optional(_checks.positive),
             },
         )
+        if self.adaptation_rule == "secant" and self.adaptation_granularity != "tensor":
+            raise ValueError(
+                'adaptation_rule: "secant" compares whole tensors and needs '
+                f'adaptation_granularity="tensor", got {self.adaptation_granularity!r}.'
+            )
+        if self.loss_bound is not None and self.step_adaptation is None:
+            raise ValueError(
+                "loss_bound: bounds the step-size adaptation and needs step_adaptation set; "
+                f"got loss_bound={self.loss_bound!r} with step_adaptation=None."
+            )
 
     @property
     def num_inputs(self) -> int:
@@ -225,11 +250,13 @@ class MLPLOpt(LearnedOptimizer):
                 second_moment=jax.tree.map(_numerics.zeros_for, params),
                 step_adaptation=()
                 if self.step_adaptation is None
-                else _step_adaptation.init(params, self.adaptation_granularity),
+                else _step_adaptation.init(
+                    params, self.adaptation_granularity, self.adaptation_rule
+                ),
             )
 
         def update_fn(updates, state, params=None, *, value=None, **extra_args):
-            del value, extra_args
+            del extra_args
             F.check_tree(updates, state.second_moment, "state")
             if params is not None:
                 F.check_tree(updates, params, "params")
@@ -253,6 +280,7 @@ class MLPLOpt(LearnedOptimizer):
             leaves = self._updates(features, theta, time_bias)
             new_updates, adaptation = self._adapt(treedef.unflatten(leaves), grads, state, theta)
             new_updates = self._anneal(new_updates, count)
+            new_updates = self._bound(new_updates, grads, adaptation, value)
             reference = updates if params is None else params
             new_state = MLPLOptState(count, momenta, second, adaptation)
             return _numerics.cast_like(new_updates, reference), new_state
@@ -306,6 +334,15 @@ class MLPLOpt(LearnedOptimizer):
             self.adaptation_decay,
             self.adaptation_limit,
             self.adaptation_granularity,
+            self.adaptation_rule,
+        )
+
+    def _bound(self, updates, grads, adaptation, value):
+        """``updates`` with the adaptation's lengthening cut to ``loss_bound``, where set."""
+        if self.loss_bound is None:
+            return updates
+        return _loss_bound.cut_lengthening(
+            updates, grads, adaptation.log_scales, value, self.loss_bound
         )
 
     def _anneal(self, updates, count):
