@@ -4,8 +4,10 @@ The setting of ``benchmarks/outliers.py``, shorter: a 100-entry vector trained o
 linear regression; at step ``SPIKE_STEP`` one entry (or the whole gradient) is replaced by a
 spike, then normal gradients again. The rule (issue 15): every step stays finite; no step
 from the spike on is larger than 10x the largest step before it (or the architecture's
-documented bound); 20 steps after the spike the step is within 2x of its size before the
-spike and of the same step in a run without the spike; the loss ends below its value before
+documented bound); 20 steps after the spike the step is within 2x of the same step in a run
+without the spike, and of its size before the spike (where the run without the spike keeps its
+step within 2x of that size over those 20 steps: an optimizer whose step falls as the loss does
+is compared with itself unspiked); the loss ends below its value before
 the spike wherever it does without the spike.
 """
 
@@ -122,10 +124,12 @@ def test_spike_rule(label, spike, whole):
     assert steps[t:].max() <= limit, (steps[t:].max(), largest_before, bound)
     if bound is not None:
         assert steps.max() <= bound * (1 + 1e-5)
-    # 20 steps on, the step is back within 2x of its pre-spike size and of the unspiked run.
-    before, after = steps[t - 5 : t].mean(), steps[t + WINDOW]
-    assert 0.5 * before <= after <= 2 * before, (before, after)
-    assert 0.5 * ref_steps[t + WINDOW] <= after <= 2 * ref_steps[t + WINDOW]
+    # 20 steps on, the step is within 2x of the same step of the unspiked run, and of its
+    # pre-spike size wherever the unspiked run's step itself stays within 2x of that.
+    before, after, ref_after = steps[t - 5 : t].mean(), steps[t + WINDOW], ref_steps[t + WINDOW]
+    assert 0.5 * ref_after <= after <= 2 * ref_after, (ref_after, after)
+    if 0.5 * before <= ref_after <= 2 * before:
+        assert 0.5 * before <= after <= 2 * before, (before, after)
     # The loss keeps falling wherever it does without the spike.
     if ref_losses[-1] < ref_losses[t]:
         assert losses[-1] < losses[t], (losses[t], losses[-1])

@@ -127,7 +127,10 @@ class MLPLOpt(LearnedOptimizer):
         so meta-training learns it. The network's features are scale-free, so without this
         it takes steps of about one size on every problem; with it a problem whose steps
         keep agreeing (a well-conditioned convex one) gets longer steps and one whose steps
-        oscillate gets shorter ones. ``None`` (default): no adaptation, no extra state.
+        oscillate gets shorter ones. A spike across a tensor that the spike guard can only
+        clip (``_step_adaptation.spiked``) holds its ``s`` and stops its lengthening for
+        ``_step_adaptation.SPIKE_HOLD`` steps, while the clipped spike leaves the momenta.
+        ``None`` (default): no adaptation, no extra state.
       adaptation_decay: the pull of ``s`` toward 0 per step, in ``[0, 1)``.
       adaptation_limit: the bound on ``|s|``: scales stay within ``exp(+/- limit)``.
       adaptation_granularity: ``"tensor"`` (default: one scale per parameter leaf, driven by
@@ -260,13 +263,11 @@ class MLPLOpt(LearnedOptimizer):
             F.check_tree(updates, state.second_moment, "state")
             if params is not None:
                 F.check_tree(updates, params, "params")
-            grads = jax.tree.map(_numerics.clean_gradient, updates)
-            v_prev = F.bias_correction(beta2, state.count)
-            grads = jax.tree.map(
-                lambda g, v: F.spike_clip(g, v_prev * v, self.spike_clip),
-                grads,
-                state.second_moment,
+            raw = jax.tree.map(_numerics.clean_gradient, updates)
+            v_hat = jax.tree.map(
+                lambda v: F.bias_correction(beta2, state.count) * v, state.second_moment
             )
+            grads = jax.tree.map(lambda g, v: F.spike_clip(g, v, self.spike_clip), raw, v_hat)
             count = optax.safe_increment(state.count)
             momenta = F.update_momenta(state.momenta, grads, decays)
             second = jax.tree.map(
@@ -278,7 +279,10 @@ class MLPLOpt(LearnedOptimizer):
             treedef = jax.tree.structure(grads)
             features = self._features(treedef, grads, momenta, second, params, count, limit)
             leaves = self._updates(features, theta, time_bias)
-            new_updates, adaptation = self._adapt(treedef.unflatten(leaves), grads, state, theta)
+            spikes = _step_adaptation.spiked(raw, grads, v_hat, state.count)
+            new_updates, adaptation = self._adapt(
+                treedef.unflatten(leaves), grads, spikes, state, theta
+            )
             new_updates = self._anneal(new_updates, count)
             new_updates = self._bound(new_updates, grads, adaptation, value)
             reference = updates if params is None else params
@@ -321,7 +325,7 @@ class MLPLOpt(LearnedOptimizer):
             odd = tuple(k for k in range(self.num_inputs) if k not in even)
         return F.mlp_updates(features, theta, time_bias, self.step_mult, self.exp_mult, odd)
 
-    def _adapt(self, updates, grads, state, theta):
+    def _adapt(self, updates, grads, spikes, state, theta):
         """``updates`` times the adapted per-tensor step scales, and the new adaptation state."""
         if self.step_adaptation is None:
             return updates, ()
@@ -335,6 +339,7 @@ class MLPLOpt(LearnedOptimizer):
             self.adaptation_limit,
             self.adaptation_granularity,
             self.adaptation_rule,
+            spikes,
         )
 
     def _bound(self, updates, grads, adaptation, value):
