@@ -160,6 +160,23 @@ def test_spike_clip_known_values():
     chex.assert_trees_all_close(F.spike_clip(g, v, None), g)
 
 
+def test_surge_clip_scales_a_spike_across_the_tensor_to_its_running_norm():
+    v_hat = jnp.ones(100)  # running RMS norm 10
+    seen = jnp.int32(F.SURGE_WARMUP)
+    whole = jnp.full(100, 1e6)
+    guarded = F.spike_clip(whole, v_hat, 10.0)  # every entry at 10: norm 100
+    got = F.surge_clip(whole, guarded, v_hat, seen)
+    chex.assert_trees_all_close(got, jnp.ones(100), rtol=1e-6)  # norm 10, the spike's sign
+    # One entry of many clipped to 10 RMSs (norm^2 199 < 25 * 100) is no surge; nor is a
+    # large gradient the guard let through, nor one before the history is SURGE_WARMUP long.
+    one = jnp.ones(100).at[0].set(1e6)
+    clipped = F.spike_clip(one, v_hat, 10.0)
+    chex.assert_trees_all_close(F.surge_clip(one, clipped, v_hat, seen), clipped)
+    big = jnp.full(100, 9.0)
+    chex.assert_trees_all_close(F.surge_clip(big, big, v_hat, seen), big)
+    chex.assert_trees_all_close(F.surge_clip(whole, guarded, v_hat, seen - 1), guarded)
+
+
 def _train_mlp(tx, num_steps=60):
     """A tanh MLP with a zero-initialised output layer (so its hidden layer's first gradient
     is exactly zero) fitted to a smooth regression; returns the final params and losses."""

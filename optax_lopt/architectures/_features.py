@@ -283,6 +283,47 @@ def spike_clip(g: jax.Array, v_hat: jax.Array, limit: float | None) -> jax.Array
     return jnp.where(tensor > _SEEN, jnp.clip(g, -bound, bound), g)
 
 
+SURGE_RATIO = 25.0
+"""A guarded gradient whose squared norm exceeds this many times its running mean (its norm
+five times its running RMS norm) is a surge: see :func:`surge_clip`."""
+
+SURGE_WARMUP = 10
+"""Steps of history before any gradient counts as a surge: a running moment of a handful of
+gradients is no history, and gradients several times the first ones are ordinary early
+training (an autoencoder's second and third steps, say)."""
+
+
+def surge_clip(raw: jax.Array, guarded: jax.Array, v_hat: jax.Array, count: jax.Array):
+    """Scales a spike across the tensor, which :func:`spike_clip` can only clip, to its history.
+
+    ``spike_clip`` bounds each entry by ``limit`` running RMSs, which is enough for a spike in
+    a few entries. A spike in every entry comes through it as a gradient ``limit`` times its
+    running norm in the spike's direction, and the momenta keep that for as long as they
+    remember: for tens of steps the update points partly along the spike, and an optimizer
+    that adapts its step length reads those steps as overshooting and shrinks the step far
+    more than the spike was worth. Where the guard changed some entry, the guarded gradient's
+    squared norm is more than ``SURGE_RATIO`` times its running mean ``sum(v_hat)``, and the
+    moment has seen ``SURGE_WARMUP`` steps, the gradient is rescaled to the running RMS norm
+    ``sqrt(sum(v_hat))``: the step keeps the spike's direction and the size of an ordinary
+    gradient. A spike in one entry of many, clipped to ``limit`` RMSs, is not a surge.
+
+    Args:
+      raw: the cleaned gradient of one leaf, before ``spike_clip``.
+      guarded: the same after it.
+      v_hat: the bias-corrected second moment before this step (``raw``'s shape).
+      count: the number of steps ``v_hat`` has seen.
+
+    Returns:
+      ``guarded``, rescaled where it is a surge.
+    """
+    g32 = jnp.asarray(guarded, jnp.float32)
+    fired = jnp.any(jnp.asarray(raw, jnp.float32) != g32) & (count >= SURGE_WARMUP)
+    squared, history = jnp.sum(jnp.square(g32)), jnp.sum(jnp.asarray(v_hat, jnp.float32))
+    surge = fired & (squared > SURGE_RATIO * history)
+    scale = jnp.sqrt(history / jnp.where(surge, squared, 1.0))
+    return jnp.where(surge, g32 * scale, g32).astype(guarded.dtype)
+
+
 def spike_clip_factored(
     grads: Any, factored: Sequence[Any], decays: Sequence[float], count: jax.Array, limit: Any
 ) -> Any:

@@ -37,18 +37,9 @@ or that saw no positive curvature (``b <= a``) is no evidence: ``s`` only decays
 and ``b`` both scale with the step and flip with the gradient, so ``m`` is unchanged by any
 positive factor applied to the update afterwards and the update stays odd in the gradient.
 
-One spiked gradient would otherwise throw the scale off for many steps: the spike guard clips it
-to a bounded size, but the clipped spike still sits in the momenta, so for a few steps the update
-points partly along the spike and not along the gradient, and either rule reads those steps as
-overshooting and shrinks ``s`` by far more than the spike was worth; under minibatch noise the
-evidence to lengthen again is weak, so the scale comes back slowly. ``adapt`` is therefore told
-which tensors the guard cut (``spiked``): a tensor whose gradient lost more than half its norm to
-the guard takes no evidence for ``SPIKE_HOLD`` steps (its ``s`` only decays), so it keeps the
-scale it had before the spike while the momenta forget it.
-
-The agreement rule's pieces (the cosine and the sign agreement) are ``interpret.step_scale``'s,
-which also wraps any optax transformation in it; this module holds the learned optimizer's
-state and a rate that may be a traced meta-parameter.
+The agreement rule's pieces (the cosine, the sign agreement, the clipped update of ``s``)
+are ``interpret.step_scale``'s, which also wraps any optax transformation in it; this module holds
+the learned optimizer's state and a rate that may be a traced meta-parameter.
 
 References:
   Baydin, Cornish, Martinez Rubio, Schmidt, Wood, "Online Learning Rate Adaptation with
@@ -66,7 +57,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from interpret.step_scale import cosine, sign_agreement
+from interpret.step_scale import cosine, next_log_scale, sign_agreement
 from optax_lopt import _numerics
 
 RULES = ("agreement", "secant")
@@ -79,22 +70,6 @@ SECANT_SHRINK = 3.0
 """Bound on ``-log m`` when it asks for a shorter one: overshoots are undone faster."""
 
 
-SPIKE_HOLD = 10
-"""Steps after a spike during which a tensor's ``s`` takes no evidence: the memory of the 0.9
-momentum (``1 / (1 - 0.9)``), by which time the spike's share in the fast momenta has decayed
-to about a third."""
-
-
-SPIKE_WARMUP = 10
-"""Steps of history before any gradient counts as a surge: a running moment of a handful of
-gradients is no history, and gradients several times the first ones are ordinary early
-training (an autoencoder's second and third steps, say)."""
-
-SPIKE_SURGE = 25.0
-"""A guarded gradient whose squared norm is this many times its running mean (its norm five
-times its running RMS) is a spike that still reaches the momenta."""
-
-
 class StepAdaptationState(NamedTuple):
     """Per-tensor step scales and the step each was last applied to.
 
@@ -104,14 +79,11 @@ class StepAdaptationState(NamedTuple):
       previous_updates: a params-shaped tree, the last (scaled) update, non-finite entries as 0.
       previous_slopes: with ``rule="secant"``, per leaf the float32 slope ``g . u`` of the last
         update where it was taken; ``()`` with the agreement rule.
-      holds: per leaf, an int32 scalar: the steps left during which ``s`` takes no evidence
-        because of a spike (module docstring); 0 when none is recent.
     """
 
     log_scales: Any
     previous_updates: Any
     previous_slopes: Any = ()
-    holds: Any = ()
 
 
 def init(params: Any, granularity: str = "tensor", rule: str = "agreement") -> StepAdaptationState:
@@ -122,32 +94,7 @@ def init(params: Any, granularity: str = "tensor", rule: str = "agreement") -> S
         log_scales=jax.tree.map(lambda p: jnp.zeros(shape(p), jnp.float32), params),
         previous_updates=jax.tree.map(_numerics.zeros_for, params),
         previous_slopes=jax.tree.map(scalar, params) if rule == "secant" else (),
-        holds=jax.tree.map(lambda p: jnp.zeros((), jnp.int32), params),
     )
-
-
-def spiked(raw_grads: Any, guarded_grads: Any, second_moments: Any, count: jax.Array) -> Any:
-    """Per leaf, whether the spike guard fired and what it let through is still a surge.
-
-    Args:
-      raw_grads: the (cleaned) gradients before the spike guard.
-      guarded_grads: the same after it.
-      second_moments: the bias-corrected running ``g ** 2`` before this step, the same tree.
-      count: the number of steps that running moment has seen.
-
-    Returns:
-      A tree of boolean scalars: past ``SPIKE_WARMUP`` steps, the guard changed some entry
-      and the guarded gradient's squared norm is more than ``SPIKE_SURGE`` times its running
-      mean. A spike in one entry out of many, clipped to a few running RMSs, is not a surge;
-      a spike across the tensor is.
-    """
-
-    def surge(raw, guarded, v_hat):
-        guarded = jnp.asarray(guarded, jnp.float32)
-        fired = jnp.any(jnp.asarray(raw, jnp.float32) != guarded) & (count >= SPIKE_WARMUP)
-        return fired & (jnp.sum(jnp.square(guarded)) > SPIKE_SURGE * jnp.sum(v_hat))
-
-    return jax.tree.map(surge, raw_grads, guarded_grads, second_moments)
 
 
 def secant_log_multiplier(slope_before: jax.Array, slope_after: jax.Array) -> jax.Array:
@@ -186,7 +133,6 @@ def adapt(
     limit: float,
     granularity: str = "tensor",
     rule: str = "agreement",
-    spikes: Any = None,
 ) -> tuple[Any, StepAdaptationState]:
     """Scales each leaf of ``updates`` by its adapted ``exp(s)``; returns them and the new state.
 
@@ -201,42 +147,33 @@ def adapt(
       granularity: ``"tensor"`` (one scale per leaf, the cosine) or ``"coordinate"`` (one
         per entry, the sign of ``g * u``); the one ``init`` was given.
       rule: ``"agreement"`` or ``"secant"`` (``"tensor"`` granularity only); ``init``'s.
-      spikes: ``spiked``'s tree for this step, or None (no spikes): a spiked tensor takes no
-        evidence for ``SPIKE_HOLD`` steps.
     """
-    holds = _next_holds(state.holds, spikes)
     if rule == "secant":
-        evidence = jax.tree.map(
-            lambda g, previous, a: rate * secant_log_multiplier(a, _slope(g, previous)),
-            grads,
-            state.previous_updates,
-            state.previous_slopes,
-        )
-    else:
-        agreement = cosine if granularity == "tensor" else sign_agreement
-        evidence = jax.tree.map(
-            lambda g, previous: -rate * agreement(g, previous), grads, state.previous_updates
-        )
+        return _adapt_by_secant(state, grads, updates, rate, decay, limit)
+    agreement = cosine if granularity == "tensor" else sign_agreement
 
-    def new_scale(s, e, hold):
-        e = jnp.where((hold > 0) | ~jnp.isfinite(e), 0.0, e)  # a non-finite one is no evidence
-        return jnp.clip((1.0 - decay) * s + e, -limit, limit)
+    def new_scale(s, g, previous):
+        return next_log_scale(s, agreement(g, previous), rate, decay, limit)
 
-    log_scales = jax.tree.map(new_scale, state.log_scales, evidence, holds)
-    applied = jax.tree.map(lambda s, h: jnp.where(h > 0, jnp.minimum(s, 0.0), s), log_scales, holds)
-    scaled = _scaled(updates, applied)
-    kept = _finite(scaled)
-    slopes = jax.tree.map(_slope, grads, kept) if rule == "secant" else ()
-    return scaled, StepAdaptationState(log_scales, kept, slopes, holds)
+    log_scales = jax.tree.map(new_scale, state.log_scales, grads, state.previous_updates)
+    scaled = _scaled(updates, log_scales)
+    return scaled, StepAdaptationState(log_scales, _finite(scaled))
 
 
-def _next_holds(holds: Any, spikes: Any) -> Any:
-    """Each leaf's hold counted down by one, or restarted at ``SPIKE_HOLD`` where it spiked."""
-    if spikes is None:
-        return jax.tree.map(lambda h: jnp.maximum(h - 1, 0), holds)
-    return jax.tree.map(
-        lambda h, spike: jnp.where(spike, SPIKE_HOLD, jnp.maximum(h - 1, 0)), holds, spikes
+def _adapt_by_secant(state, grads, updates, rate, decay, limit):
+    """`adapt` with ``rule="secant"``: ``s`` moves by ``rate * log m`` (module docstring)."""
+
+    def new_scale(s, g, previous, slope_before):
+        log_m = secant_log_multiplier(slope_before, _slope(g, previous))
+        return jnp.clip((1.0 - decay) * s + rate * log_m, -limit, limit)
+
+    log_scales = jax.tree.map(
+        new_scale, state.log_scales, grads, state.previous_updates, state.previous_slopes
     )
+    scaled = _scaled(updates, log_scales)
+    kept = _finite(scaled)
+    slopes = jax.tree.map(_slope, grads, kept)
+    return scaled, StepAdaptationState(log_scales, kept, slopes)
 
 
 def _scaled(updates: Any, log_scales: Any) -> Any:

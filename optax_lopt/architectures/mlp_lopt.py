@@ -109,7 +109,10 @@ class MLPLOpt(LearnedOptimizer):
         late in training), so the features and the steps come back within a few tens of
         steps. Gradients within ``spike_clip`` running RMSs pass exactly, so ordinary
         training, and a meta-trained ``theta``, see no change; the first step, which has no
-        history, is never clipped. ``None`` turns it off.
+        history, is never clipped. A spike across a whole tensor, which this can only clip
+        to ``spike_clip`` times its running norm, is then scaled to its running RMS norm
+        (``_features.surge_clip``, past step 10), so the momenta do not carry it for tens
+        of steps. ``None`` turns both off.
       anneal_after: if set (a positive integer of steps), past step ``anneal_after`` every
         update is multiplied by ``(anneal_after / t) ** anneal_power`` (see
         ``_features.anneal_factor``). Set it to the longest horizon the optimizer was
@@ -127,10 +130,7 @@ class MLPLOpt(LearnedOptimizer):
         so meta-training learns it. The network's features are scale-free, so without this
         it takes steps of about one size on every problem; with it a problem whose steps
         keep agreeing (a well-conditioned convex one) gets longer steps and one whose steps
-        oscillate gets shorter ones. A spike across a tensor that the spike guard can only
-        clip (``_step_adaptation.spiked``) holds its ``s`` and stops its lengthening for
-        ``_step_adaptation.SPIKE_HOLD`` steps, while the clipped spike leaves the momenta.
-        ``None`` (default): no adaptation, no extra state.
+        oscillate gets shorter ones. ``None`` (default): no adaptation, no extra state.
       adaptation_decay: the pull of ``s`` toward 0 per step, in ``[0, 1)``.
       adaptation_limit: the bound on ``|s|``: scales stay within ``exp(+/- limit)``.
       adaptation_granularity: ``"tensor"`` (default: one scale per parameter leaf, driven by
@@ -263,11 +263,7 @@ class MLPLOpt(LearnedOptimizer):
             F.check_tree(updates, state.second_moment, "state")
             if params is not None:
                 F.check_tree(updates, params, "params")
-            raw = jax.tree.map(_numerics.clean_gradient, updates)
-            v_hat = jax.tree.map(
-                lambda v: F.bias_correction(beta2, state.count) * v, state.second_moment
-            )
-            grads = jax.tree.map(lambda g, v: F.spike_clip(g, v, self.spike_clip), raw, v_hat)
+            grads = self._guarded(jax.tree.map(_numerics.clean_gradient, updates), state)
             count = optax.safe_increment(state.count)
             momenta = F.update_momenta(state.momenta, grads, decays)
             second = jax.tree.map(
@@ -279,10 +275,7 @@ class MLPLOpt(LearnedOptimizer):
             treedef = jax.tree.structure(grads)
             features = self._features(treedef, grads, momenta, second, params, count, limit)
             leaves = self._updates(features, theta, time_bias)
-            spikes = _step_adaptation.spiked(raw, grads, v_hat, state.count)
-            new_updates, adaptation = self._adapt(
-                treedef.unflatten(leaves), grads, spikes, state, theta
-            )
+            new_updates, adaptation = self._adapt(treedef.unflatten(leaves), grads, state, theta)
             new_updates = self._anneal(new_updates, count)
             new_updates = self._bound(new_updates, grads, adaptation, value)
             reference = updates if params is None else params
@@ -290,6 +283,19 @@ class MLPLOpt(LearnedOptimizer):
             return _numerics.cast_like(new_updates, reference), new_state
 
         return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+    def _guarded(self, grads, state):
+        """``grads`` through the spike guard: ``spike_clip`` per entry, then ``surge_clip``."""
+        if self.spike_clip is None:
+            return grads
+        correction = F.bias_correction(self.second_moment_decay, state.count)
+
+        def guard(g, v):
+            v_hat = correction * v
+            clipped = F.spike_clip(g, v_hat, self.spike_clip)
+            return F.surge_clip(g, clipped, v_hat, state.count)
+
+        return jax.tree.map(guard, grads, state.second_moment)
 
     def _features(self, treedef, grads, momenta, second, params, count, limit):
         """Per leaf, the list of network inputs (see the class docstring)."""
@@ -325,7 +331,7 @@ class MLPLOpt(LearnedOptimizer):
             odd = tuple(k for k in range(self.num_inputs) if k not in even)
         return F.mlp_updates(features, theta, time_bias, self.step_mult, self.exp_mult, odd)
 
-    def _adapt(self, updates, grads, spikes, state, theta):
+    def _adapt(self, updates, grads, state, theta):
         """``updates`` times the adapted per-tensor step scales, and the new adaptation state."""
         if self.step_adaptation is None:
             return updates, ()
@@ -339,7 +345,6 @@ class MLPLOpt(LearnedOptimizer):
             self.adaptation_limit,
             self.adaptation_granularity,
             self.adaptation_rule,
-            spikes,
         )
 
     def _bound(self, updates, grads, adaptation, value):
