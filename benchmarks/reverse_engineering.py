@@ -28,6 +28,7 @@ Usage:
 from __future__ import annotations
 
 import json
+import math
 import os
 import pathlib
 import platform
@@ -85,6 +86,11 @@ PAPER = {
 
 def _f(x) -> str:
     return f"{float(x) + 0.0:.3g}"
+
+
+def _kept(x) -> str:
+    """A kept fraction; NaN where the optimizer has no advantage over the baseline to keep."""
+    return "none to keep" if math.isnan(float(x)) else _f(x)
 
 
 def _r2(x) -> str:
@@ -249,9 +255,11 @@ def section(r: interpret.Report, baseline: str) -> str:
         f"## `{r.name}` on `{r.problem}`",
         "\n".join(rows),
         figures,
-        f"**Distilled:** `{r.distilled.description}` (update r2 {_f(r.distilled.r2)}); it keeps "
-        f"{_f(kept)} of the advantage over the tuned baseline ({baseline}) on held-out "
-        "instances"
+        f"**Distilled:** `{r.distilled.description}` (update r2 {_f(r.distilled.r2)}); "
+        + (f"it keeps {_f(kept)} of the advantage over the tuned baseline ({baseline}) on "
+           "held-out instances" if not math.isnan(kept) else "the optimizer does not beat the "
+           f"tuned baseline ({baseline}) on the first seed's held-out instances, so there is no "
+           "advantage to keep")
         + (" (above 1: the chain does better than the optimizer itself). " if kept > 1 else ". ")
         + ("" if kept >= 0.5 else "**What it misses:** " + missing(r)),
         f"[Full report]({base}/report.md)",
@@ -270,12 +278,14 @@ def distillation_table(reports: dict[str, interpret.Report], spreads: dict[str, 
     ]
     for name, r in reports.items():
         o, k = r.objectives, r.kept
-        ablations = ", ".join(f"{m[8:]}: {_f(v)}" for m, v in k.items() if m.startswith("without"))
+        ablations = ", ".join(
+            f"{m[8:]}: {_kept(v)}" for m, v in k.items() if m.startswith("without")
+        )
         mean = float(np.mean(spreads[name]))
         met = "n/a" if name not in PAPER_OPTIMIZERS else ("met" if mean >= 0.5 else "missed")
         cells = [name, r.problem] + [_f(o[c]) for c in ("original", "baseline", "distilled")]
-        per_seed = " / ".join(map(_f, spreads[name])) + f" (mean {_f(mean)})"
-        cells += [_f(k["distilled"]), ablations, per_seed, met]
+        per_seed = " / ".join(map(_kept, spreads[name])) + f" (mean {_kept(mean)})"
+        cells += [_kept(k["distilled"]), ablations, per_seed, met]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 

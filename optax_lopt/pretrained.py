@@ -110,8 +110,10 @@ def load_pretrained(name: str) -> tuple[LearnedOptimizer, MetaParams]:
 def pretrained(name: str) -> optax.GradientTransformationExtraArgs:
     """The shipped, meta-trained optimizer ``name`` as an optax transformation.
 
-    Use it like ``optax.adam``; pass the loss as ``value=`` to ``update`` where you have it
-    (the shipped GRU optimizers ignore it). The architecture and meta-parameters are
+    Use it like ``optax.adam``; pass the loss as ``value=`` to ``update`` where you have it:
+    ``"general"`` bounds how far its step-size adaptation lengthens a step by the loss
+    (``MLPLOpt(loss_bound=...)``; without ``value=`` there is no bound), the shipped GRU
+    optimizers ignore it. The architecture and meta-parameters are
     :func:`load_pretrained`'s.
 
     Args:
