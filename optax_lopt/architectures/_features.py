@@ -293,7 +293,7 @@ gradients is no history, and gradients several times the first ones are ordinary
 training (an autoencoder's second and third steps, say)."""
 
 
-def surge_clip(raw: jax.Array, guarded: jax.Array, v_hat: jax.Array, count: jax.Array):
+def surge_clip(raw: jax.Array, guarded: jax.Array, v_hat: jax.Array, count: jax.Array) -> jax.Array:
     """Scales a spike across the tensor, which :func:`spike_clip` can only clip, to its history.
 
     ``spike_clip`` bounds each entry by ``limit`` running RMSs, which is enough for a spike in
@@ -317,17 +317,33 @@ def surge_clip(raw: jax.Array, guarded: jax.Array, v_hat: jax.Array, count: jax.
       ``guarded``, rescaled where it is a surge.
     """
     g32 = jnp.asarray(guarded, jnp.float32)
-    fired = jnp.any(jnp.asarray(raw, jnp.float32) != g32) & (count >= SURGE_WARMUP)
+    fired = jnp.any(raw != guarded) & (count >= SURGE_WARMUP)
     squared, history = jnp.sum(jnp.square(g32)), jnp.sum(jnp.asarray(v_hat, jnp.float32))
     surge = fired & (squared > SURGE_RATIO * history)
     scale = jnp.sqrt(history / jnp.where(surge, squared, 1.0))
     return jnp.where(surge, g32 * scale, g32).astype(guarded.dtype)
 
 
+def outlier_guard(
+    g: jax.Array, v_hat: jax.Array, limit: float | None, count: jax.Array
+) -> jax.Array:
+    """The MLP architectures' outlier guard: :func:`spike_clip`, then :func:`surge_clip`.
+
+    Args:
+      g: the cleaned gradient of one leaf.
+      v_hat: the bias-corrected second moment before this step (``g``'s shape).
+      limit: ``spike_clip``'s limit; None: no guard at all.
+      count: the number of steps ``v_hat`` has seen.
+    """
+    if limit is None:
+        return g
+    return surge_clip(g, spike_clip(g, v_hat, limit), v_hat, count)
+
+
 def spike_clip_factored(
     grads: Any, factored: Sequence[Any], decays: Sequence[float], count: jax.Array, limit: Any
 ) -> Any:
-    """:func:`spike_clip` of every leaf against the factored moment of the slowest decay.
+    """:func:`outlier_guard` of every leaf against the factored moment of the slowest decay.
 
     ``factored`` holds one tree of `FactoredMoment` leaves per decay in ``decays`` (state
     before this step, ``count`` steps taken). Without decays (or ``limit`` None) ``grads``
@@ -338,8 +354,8 @@ def spike_clip_factored(
     k = max(range(len(decays)), key=lambda i: decays[i])
     correction = bias_correction(decays[k], count)
     return jax.tree.map(
-        lambda g, fac: spike_clip(
-            g, factored_v_hat(fac, g.shape, correction).astype(g.dtype), limit
+        lambda g, fac: outlier_guard(
+            g, factored_v_hat(fac, g.shape, correction).astype(g.dtype), limit, count
         ),
         grads,
         factored[k],

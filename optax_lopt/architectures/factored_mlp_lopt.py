@@ -89,7 +89,9 @@ class FactoredMLPLOpt(LearnedOptimizer):
         far; see ``_features.spike_clip``), so a spike neither sets the tensor's RMS ``s`` for
         thousands of steps nor makes the other coordinates' features huge. Gradients within
         ``spike_clip`` running RMSs pass exactly; the first step (no history) is never
-        clipped; without factored decays there is no guard. ``None`` turns it off.
+        clipped; without factored decays there is no guard. A spike across a whole tensor
+        is then scaled to its running RMS norm, as in `MLPLOpt` (``_features.surge_clip``).
+        ``None`` turns it off.
 
     Without ``params`` the parameter feature is zero, as if every parameter were 0. Gradients
     whose tree or leaf shapes are not those of the state (and of ``params``) raise a

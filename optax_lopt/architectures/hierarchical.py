@@ -193,7 +193,9 @@ class HierarchicalLOpt(LearnedOptimizer):
         moments, features and tensor statistics read it. A spike then can neither set the
         tensor's RMS statistics (and the LSTM's inputs) for thousands of steps nor make the
         other coordinates' features huge; gradients within ``spike_clip`` running RMSs pass
-        exactly. The first step is never clipped; without factored decays there is no guard.
+        exactly; a spike across a whole tensor is scaled to its running RMS norm
+        (``_features.surge_clip``). The first step is never clipped; without factored decays
+        there is no guard.
         ``None`` turns it off.
 
     Without ``params`` the parameter feature and the parameter statistic are those of all-zero

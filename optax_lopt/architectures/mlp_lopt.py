@@ -285,17 +285,13 @@ class MLPLOpt(LearnedOptimizer):
         return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
     def _guarded(self, grads, state):
-        """``grads`` through the spike guard: ``spike_clip`` per entry, then ``surge_clip``."""
-        if self.spike_clip is None:
-            return grads
+        """``grads`` through the outlier guard (``_features.outlier_guard``)."""
         correction = F.bias_correction(self.second_moment_decay, state.count)
-
-        def guard(g, v):
-            v_hat = correction * v
-            clipped = F.spike_clip(g, v_hat, self.spike_clip)
-            return F.surge_clip(g, clipped, v_hat, state.count)
-
-        return jax.tree.map(guard, grads, state.second_moment)
+        return jax.tree.map(
+            lambda g, v: F.outlier_guard(g, correction * v, self.spike_clip, state.count),
+            grads,
+            state.second_moment,
+        )
 
     def _features(self, treedef, grads, momenta, second, params, count, limit):
         """Per leaf, the list of network inputs (see the class docstring)."""
