@@ -129,7 +129,13 @@ def test_step_under_a_constant_gradient_shrinks_past_the_training_horizon():
     # Under a constant gradient the secant sees no curvature along any step, so the step
     # size is not adapted: up to the horizon it is the network's own; ten times later, a
     # tenth of it.
-    fixed = dataclasses.replace(lopt, step_adaptation=None, loss_bound=None, anneal_after=None)
+    fixed = dataclasses.replace(
+        lopt,
+        step_adaptation=None,
+        loss_bound=None,
+        adaptation_shortening_decay=None,
+        anneal_after=None,
+    )
     unadapted = convergence.constant_gradient_steps(fixed.transform(theta), at=(1000, 10_000))
     assert 0.01 < unadapted[1000] < 0.05
     np.testing.assert_allclose(unadapted[10_000], unadapted[1000], rtol=0.05)

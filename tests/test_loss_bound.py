@@ -51,6 +51,15 @@ def test_a_negative_or_non_finite_loss_cuts_all_lengthening(value):
     chex.assert_trees_all_close(out, _times(0.25, 0.5), rtol=1e-6)
 
 
+def test_an_uphill_step_gets_no_lengthening():
+    # -g . u = -6 < 0: whatever the loss, each tensor falls back to the network's own step
+    # (a lengthened 4-fold keeps 1/4, b shortened keeps all of it).
+    uphill = jax.tree.map(jnp.negative, U)
+    scales = {"a": jnp.float32(np.log(4.0)), "b": jnp.float32(-1.0)}
+    out = _loss_bound.cut_lengthening(uphill, G, scales, 100.0, 1.0)
+    chex.assert_trees_all_close(out, {"a": uphill["a"] * 0.25, "b": uphill["b"]}, rtol=1e-6)
+
+
 def _bounded_pair(loss_bound):
     lopt = optax_lopt.MLPLOpt(
         step_mult=0.01, step_adaptation=0.5, adaptation_rule="secant", loss_bound=loss_bound

@@ -226,6 +226,42 @@ def test_secant_rule_finds_the_newton_step_of_a_one_dimensional_quadratic():
     assert abs(float(x[0])) < 1e-6
 
 
+@pytest.mark.parametrize(
+    "count, expected",
+    [
+        (0, np.log(20.0)),  # early: growth bounded as shrinking is, log 20 < SECANT_SHRINK
+        (SA.SECANT_EARLY_STEPS - 1, np.log(20.0)),
+        (SA.SECANT_EARLY_STEPS, SA.SECANT_GROWTH),  # past the window: the slow bound
+        (None, SA.SECANT_GROWTH),  # without a count: always the slow bound
+    ],
+)
+def test_secant_growth_is_fast_only_in_the_first_steps(count, expected):
+    # f = h x^2 / 2, a first step 20 times too short (eta = 1 / (20 h)); at rate 1 and no
+    # decay, s moves by the clipped log m of that step.
+    h, eta = 2.0, 1.0 / 40.0
+    params = {"x": jnp.ones(1)}
+    state = SA.init(params, rule="secant")
+    g = {"x": h * params["x"]}
+    u, state = SA.adapt(state, g, {"x": -eta * g["x"]}, 1.0, 0.0, 4.6, rule="secant", count=count)
+    g = {"x": h * (params["x"] + u["x"])}
+    _, state = SA.adapt(state, g, {"x": -eta * g["x"]}, 1.0, 0.0, 4.6, rule="secant", count=count)
+    chex.assert_trees_all_close(state.log_scales["x"], jnp.float32(expected), atol=1e-4)
+
+
+@pytest.mark.parametrize("rule", ["agreement", "secant"])
+def test_shortening_decay_pulls_only_short_steps_back_faster(rule):
+    # No evidence (the previous update is zero), so s only decays: by 0.01 above 0, by the
+    # shortening decay 0.1 below it.
+    params = {"long": jnp.zeros(2), "short": jnp.zeros(2)}
+    state = SA.init(params, rule=rule)
+    state = state._replace(log_scales={"long": jnp.float32(1.0), "short": jnp.float32(-1.0)})
+    g = {"long": jnp.ones(2), "short": jnp.ones(2)}
+    _, new = SA.adapt(state, g, g, 0.5, 0.01, 4.6, rule=rule, shortening_decay=0.1)
+    chex.assert_trees_all_close(new.log_scales, {"long": 0.99, "short": -0.9})
+    _, same = SA.adapt(state, g, g, 0.5, 0.01, 4.6, rule=rule)
+    chex.assert_trees_all_close(same.log_scales, {"long": 0.99, "short": -0.99})
+
+
 def test_secant_rule_lengthens_steps_faster_than_the_agreement_rule():
     lopt = optax_lopt.MLPLOpt(step_mult=0.01, step_adaptation=0.05)
     agreement, _ = _final_loss(lopt, steps=100)
@@ -267,6 +303,11 @@ def test_mlp_lopt_adaptation_rules_keep_the_update_odd(rule):
         ({"adaptation_rule": "secant", "adaptation_granularity": "coordinate"}, "adaptation_rule"),
         ({"loss_bound": 1.0}, "loss_bound"),
         ({"step_adaptation": 0.1, "loss_bound": -1.0}, "loss_bound"),
+        ({"adaptation_shortening_decay": 0.1}, "adaptation_shortening_decay"),
+        (
+            {"step_adaptation": 0.1, "adaptation_shortening_decay": 1.0},
+            "adaptation_shortening_decay",
+        ),
     ],
 )
 def test_bad_secant_and_bound_settings_name_the_field(config, field):

@@ -12,6 +12,11 @@ by one factor for the whole update, until
 
     -g . u <= bound * max(loss, 0).
 
+A step that is not a descent step at all (``-g . u <= 0``: the momenta carrying it uphill,
+past a minimum) gets no lengthening whatever the loss: lengthening it can only overshoot
+further. Without this, a coordinate that converges much later than the rest of its tensor
+can be pushed round a minimum at the tensor's lengthened scale for thousands of steps.
+
 Only the lengthening is cut: a tensor's step is never made shorter than the network's own
 (unadapted) step, so a loss whose minimum is below 0, or a negative loss, gets at worst the
 optimizer without adaptation rather than a step that shrinks to nothing. Without a loss
@@ -45,7 +50,8 @@ def cut_lengthening(
 
     Returns:
       The updates, each leaf multiplied by ``max(c, min(1, exp(-s)))`` where ``c`` is
-      ``min(1, bound * max(loss, 0) / (-g . u))`` (1 when ``-g . u <= 0``).
+      ``min(1, bound * max(loss, 0) / (-g . u))``, and 0 when ``-g . u <= 0`` (an uphill or
+      flat step keeps only the network's own step).
     """
     if value is None:
         return updates
@@ -56,6 +62,7 @@ def cut_lengthening(
     loss = jnp.asarray(value, jnp.float32)
     allowed = bound * jnp.maximum(jnp.where(jnp.isfinite(loss), loss, 0.0), 0.0)
     factor = jnp.where(decrease > allowed, allowed / jnp.where(decrease > 0, decrease, 1.0), 1.0)
+    factor = jnp.where(decrease > 0, factor, 0.0)  # an uphill step gets no lengthening
 
     def cut(u, s):
         return u * jnp.maximum(factor, jnp.minimum(1.0, jnp.exp(-s))).astype(u.dtype)

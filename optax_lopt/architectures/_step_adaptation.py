@@ -15,7 +15,15 @@ the log step size, so this is hypergradient descent on ``log`` of a per-tensor l
 normalised so the adaptation speed does not depend on the gradient's scale. The decay pulls
 ``s`` back toward 0, so the scale a tensor settles at is bounded by ``rate / decay`` times the
 mean agreement, and a run of agreeing steps early in training does not fix a large step for
-ever. With ``granularity="coordinate"`` every entry has its own ``s`` and ``c`` is the sign of
+ever. With ``shortening_decay`` set, ``s < 0`` (a step shorter than the network's own) is
+pulled back at that rate instead: the network's own step is the one meta-training chose, and
+evidence that shrinks it has to keep coming to keep it short. Under minibatch noise the
+evidence is biased toward shrinking (a slope difference dominated by noise reads as an
+overshoot as often as not, and overshoots are undone faster than short steps are
+lengthened), so with one weak decay the scale drifts far below the network's step on
+problems that do not want it.
+
+With ``granularity="coordinate"`` every entry has its own ``s`` and ``c`` is the sign of
 ``g_t * u_{t-1}`` entry by entry (as in delta-bar-delta and Rprop): one more params-shaped
 array of state, and steps that lengthen along the flat directions of an ill-conditioned
 problem while its steep ones oscillate. ``c`` is even in the sign of the gradient (both
@@ -33,7 +41,13 @@ The slope difference ``b - a`` is the curvature along the step (a secant, as in 
 Barzilai-Borwein step), so ``s`` moves by ``rate * log m``: a step ten times too short is
 lengthened about ``10 ** rate``-fold at once. ``log m`` is clipped harder for growth than for
 shrinking (grow slowly, back off fast), and a step that was not a descent step (``a >= 0``)
-or that saw no positive curvature (``b <= a``) is no evidence: ``s`` only decays. ``a``
+or that saw no positive curvature (``b <= a``) is no evidence: ``s`` only decays. The first
+``SECANT_EARLY_STEPS`` steps are the exception to slow growth: there ``log m`` may grow as
+fast as it may shrink. A run starts with no estimate of its scale at all, and the mean loss
+of a short run is mostly decided in its first tens of steps, so a problem that rewards
+steps a hundred times the network's own should reach them in a few steps, not ten; past that
+window a growth in one step is more often the noise of two minibatches than a scale still
+to be found, and the slow bound applies. ``a``
 and ``b`` both scale with the step and flip with the gradient, so ``m`` is unchanged by any
 positive factor applied to the update afterwards and the update stays odd in the gradient.
 
@@ -69,6 +83,9 @@ SECANT_GROWTH = 1.0
 SECANT_SHRINK = 3.0
 """Bound on ``-log m`` when it asks for a shorter one: overshoots are undone faster."""
 
+SECANT_EARLY_STEPS = 10
+"""While fewer updates than this have been taken, growth is bounded by ``SECANT_SHRINK``."""
+
 
 class StepAdaptationState(NamedTuple):
     """Per-tensor step scales and the step each was last applied to.
@@ -97,15 +114,18 @@ def init(params: Any, granularity: str = "tensor", rule: str = "agreement") -> S
     )
 
 
-def secant_log_multiplier(slope_before: jax.Array, slope_after: jax.Array) -> jax.Array:
+def secant_log_multiplier(
+    slope_before: jax.Array, slope_after: jax.Array, growth: jax.Array | float = SECANT_GROWTH
+) -> jax.Array:
     """Clipped ``log`` of the line minimum's multiple of the last step (module docstring).
 
     Args:
       slope_before: ``a = g_{t-1} . u_{t-1}``, the loss's slope along the step where it began.
       slope_after: ``b = g_t . u_{t-1}``, the slope where it ended.
+      growth: the bound on ``log m`` (``SECANT_GROWTH`` by default; may be traced).
 
     Returns:
-      ``clip(log(a / (a - b)), -SECANT_SHRINK, SECANT_GROWTH)``, or 0 (no evidence) when the
+      ``clip(log(a / (a - b)), -SECANT_SHRINK, growth)``, or 0 (no evidence) when the
       step was not a descent step (``a >= 0``), saw no positive curvature (``b <= a``), or
       either slope is not finite.
     """
@@ -114,7 +134,7 @@ def secant_log_multiplier(slope_before: jax.Array, slope_after: jax.Array) -> ja
     usable = (a < 0) & (difference < 0) & jnp.isfinite(difference)
     safe_a = jnp.where(usable, a, -1.0)
     safe_difference = jnp.where(usable, difference, -1.0)
-    log_m = jnp.clip(jnp.log(safe_a / safe_difference), -SECANT_SHRINK, SECANT_GROWTH)
+    log_m = jnp.clip(jnp.log(safe_a / safe_difference), -SECANT_SHRINK, growth)
     return jnp.where(usable, log_m, 0.0)
 
 
@@ -133,6 +153,8 @@ def adapt(
     limit: float,
     granularity: str = "tensor",
     rule: str = "agreement",
+    count: jax.Array | int | None = None,
+    shortening_decay: float | None = None,
 ) -> tuple[Any, StepAdaptationState]:
     """Scales each leaf of ``updates`` by its adapted ``exp(s)``; returns them and the new state.
 
@@ -147,25 +169,41 @@ def adapt(
       granularity: ``"tensor"`` (one scale per leaf, the cosine) or ``"coordinate"`` (one
         per entry, the sign of ``g * u``); the one ``init`` was given.
       rule: ``"agreement"`` or ``"secant"`` (``"tensor"`` granularity only); ``init``'s.
+      count: with ``rule="secant"``, the number of updates taken before this one (int32
+        scalar, may be traced): below ``SECANT_EARLY_STEPS`` growth is bounded by
+        ``SECANT_SHRINK`` instead of ``SECANT_GROWTH``. ``None``: always ``SECANT_GROWTH``.
+      shortening_decay: the pull toward 0 of an ``s`` below 0, in ``[0, 1)``; ``None``:
+        ``decay`` on both sides.
     """
+    pull = _pull(decay, shortening_decay)
     if rule == "secant":
-        return _adapt_by_secant(state, grads, updates, rate, decay, limit)
+        return _adapt_by_secant(state, grads, updates, rate, pull, limit, count)
     agreement = cosine if granularity == "tensor" else sign_agreement
 
     def new_scale(s, g, previous):
-        return next_log_scale(s, agreement(g, previous), rate, decay, limit)
+        return next_log_scale(s, agreement(g, previous), rate, pull(s), limit)
 
     log_scales = jax.tree.map(new_scale, state.log_scales, grads, state.previous_updates)
     scaled = _scaled(updates, log_scales)
     return scaled, StepAdaptationState(log_scales, _finite(scaled))
 
 
-def _adapt_by_secant(state, grads, updates, rate, decay, limit):
+def _pull(decay: float, shortening_decay: float | None):
+    """The decay toward 0 as a function of ``s``: ``shortening_decay`` below 0, where set."""
+    if shortening_decay is None:
+        return lambda s: decay
+    return lambda s: jnp.where(s < 0, shortening_decay, decay)
+
+
+def _adapt_by_secant(state, grads, updates, rate, pull, limit, count):
     """`adapt` with ``rule="secant"``: ``s`` moves by ``rate * log m`` (module docstring)."""
+    growth = SECANT_GROWTH
+    if count is not None:
+        growth = jnp.where(count < SECANT_EARLY_STEPS, SECANT_SHRINK, SECANT_GROWTH)
 
     def new_scale(s, g, previous, slope_before):
-        log_m = secant_log_multiplier(slope_before, _slope(g, previous))
-        return jnp.clip((1.0 - decay) * s + rate * log_m, -limit, limit)
+        log_m = secant_log_multiplier(slope_before, _slope(g, previous), growth)
+        return jnp.clip((1.0 - pull(s)) * s + rate * log_m, -limit, limit)
 
     log_scales = jax.tree.map(
         new_scale, state.log_scales, grads, state.previous_updates, state.previous_slopes

@@ -132,6 +132,11 @@ class MLPLOpt(LearnedOptimizer):
         keep agreeing (a well-conditioned convex one) gets longer steps and one whose steps
         oscillate gets shorter ones. ``None`` (default): no adaptation, no extra state.
       adaptation_decay: the pull of ``s`` toward 0 per step, in ``[0, 1)``.
+      adaptation_shortening_decay: if set (in ``[0, 1)``), the pull toward 0 of an ``s``
+        below 0, a step shorter than the network's own: that step is what meta-training
+        chose, so a shorter one is kept only while the evidence for it keeps coming. The
+        evidence is biased toward shrinking under minibatch noise (``_step_adaptation``).
+        ``None`` (default): ``adaptation_decay`` on both sides.
       adaptation_limit: the bound on ``|s|``: scales stay within ``exp(+/- limit)``.
       adaptation_granularity: ``"tensor"`` (default: one scale per parameter leaf, driven by
         the cosine of ``g_t`` and ``u_{t-1}``) or ``"coordinate"`` (one per entry, driven by
@@ -139,13 +144,16 @@ class MLPLOpt(LearnedOptimizer):
       adaptation_rule: ``"agreement"`` (default: the cosine or sign rule above) or
         ``"secant"`` (per tensor only): ``s`` moves by ``rate * log m``, ``m`` the multiple of
         the last step at which a quadratic through the slopes at its two ends is minimal
-        (clipped, growing at most ``e``-fold and shrinking up to ``e**3``-fold per step), so a
-        step ten times too short is lengthened in a few steps rather than a few tens.
+        (clipped, growing at most ``e``-fold and shrinking up to ``e**3``-fold per step;
+        in the first 10 updates growing up to ``e**3``-fold too, since a run starts with no
+        estimate of its scale), so a step ten times too short is lengthened in a few steps
+        rather than a few tens.
       loss_bound: if set (a positive number, with ``step_adaptation``), the adaptation may
         lengthen the steps only while the update's predicted decrease ``-g . u`` is at most
         ``loss_bound`` times the loss passed as ``value=`` (see ``_loss_bound``): a loss
         bounded below by 0 cannot fall by more than itself, so a larger predicted decrease
-        is an overshoot. It never shortens a step below the network's own, and without
+        is an overshoot; an update that is not a descent step (``-g . u <= 0``) gets no
+        lengthening at all. It never shortens a step below the network's own, and without
         ``value=`` it does nothing. ``None`` (default): no bound.
 
     Without ``params`` (``update(grads, state)``) the parameter feature is zero, as if every
@@ -175,6 +183,7 @@ class MLPLOpt(LearnedOptimizer):
     anneal_power: float = 1.0
     step_adaptation: float | None = None
     adaptation_decay: float = 0.01
+    adaptation_shortening_decay: float | None = None
     adaptation_limit: float = 4.6
     adaptation_granularity: str = "tensor"
     adaptation_rule: str = "agreement"
@@ -199,6 +208,9 @@ class MLPLOpt(LearnedOptimizer):
                 "anneal_power": lambda n, v: _checks.in_unit_interval(n, v, closed_high=True),
                 "step_adaptation": F.optional(_checks.positive),
                 "adaptation_decay": lambda n, v: _checks.in_unit_interval(n, v, closed_low=True),
+                "adaptation_shortening_decay": F.optional(
+                    lambda n, v: _checks.in_unit_interval(n, v, closed_low=True)
+                ),
                 "adaptation_limit": _checks.positive,
                 "adaptation_granularity": lambda n, v: _checks.one_of(
                     n, v, step_scale.GRANULARITIES
@@ -211,6 +223,12 @@ class MLPLOpt(LearnedOptimizer):
             raise ValueError(
                 'adaptation_rule: "secant" compares whole tensors and needs '
                 f'adaptation_granularity="tensor", got {self.adaptation_granularity!r}.'
+            )
+        if self.adaptation_shortening_decay is not None and self.step_adaptation is None:
+            raise ValueError(
+                "adaptation_shortening_decay: acts on the step-size adaptation and needs "
+                "step_adaptation set; got adaptation_shortening_decay="
+                f"{self.adaptation_shortening_decay!r} with step_adaptation=None."
             )
         if self.loss_bound is not None and self.step_adaptation is None:
             raise ValueError(
@@ -341,6 +359,8 @@ class MLPLOpt(LearnedOptimizer):
             self.adaptation_limit,
             self.adaptation_granularity,
             self.adaptation_rule,
+            count=state.count,
+            shortening_decay=self.adaptation_shortening_decay,
         )
 
     def _bound(self, updates, grads, adaptation, value):
