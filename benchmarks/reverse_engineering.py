@@ -261,7 +261,7 @@ def section(r: interpret.Report, baseline: str) -> str:
            f"tuned baseline ({baseline}) on the first seed's held-out instances, so there is no "
            "advantage to keep")
         + (" (above 1: the chain does better than the optimizer itself). " if kept > 1 else ". ")
-        + ("" if kept >= 0.5 else "**What it misses:** " + missing(r)),
+        + ("" if kept >= 0.5 or math.isnan(kept) else "**What it misses:** " + missing(r)),
         f"[Full report]({base}/report.md)",
     ])  # fmt: skip
 

@@ -61,8 +61,9 @@ def cut_lengthening(
     )
     loss = jnp.asarray(value, jnp.float32)
     allowed = bound * jnp.maximum(jnp.where(jnp.isfinite(loss), loss, 0.0), 0.0)
-    factor = jnp.where(decrease > allowed, allowed / jnp.where(decrease > 0, decrease, 1.0), 1.0)
-    factor = jnp.where(decrease > 0, factor, 0.0)  # an uphill step gets no lengthening
+    # min(1, allowed / decrease) for a descent step; an uphill or flat one gets no lengthening.
+    descent = decrease > 0
+    factor = jnp.where(descent, jnp.minimum(1.0, allowed / jnp.where(descent, decrease, 1.0)), 0.0)
 
     def cut(u, s):
         return u * jnp.maximum(factor, jnp.minimum(1.0, jnp.exp(-s))).astype(u.dtype)

@@ -224,17 +224,13 @@ class MLPLOpt(LearnedOptimizer):
                 'adaptation_rule: "secant" compares whole tensors and needs '
                 f'adaptation_granularity="tensor", got {self.adaptation_granularity!r}.'
             )
-        if self.adaptation_shortening_decay is not None and self.step_adaptation is None:
-            raise ValueError(
-                "adaptation_shortening_decay: acts on the step-size adaptation and needs "
-                "step_adaptation set; got adaptation_shortening_decay="
-                f"{self.adaptation_shortening_decay!r} with step_adaptation=None."
-            )
-        if self.loss_bound is not None and self.step_adaptation is None:
-            raise ValueError(
-                "loss_bound: bounds the step-size adaptation and needs step_adaptation set; "
-                f"got loss_bound={self.loss_bound!r} with step_adaptation=None."
-            )
+        for field in ("adaptation_shortening_decay", "loss_bound"):
+            value = getattr(self, field)
+            if value is not None and self.step_adaptation is None:
+                raise ValueError(
+                    f"{field}: acts on the step-size adaptation and needs step_adaptation "
+                    f"set; got {field}={value!r} with step_adaptation=None."
+                )
 
     @property
     def num_inputs(self) -> int:
