@@ -248,6 +248,34 @@ def test_secant_growth_is_fast_only_in_the_first_steps(count, expected):
     chex.assert_trees_all_close(state.log_scales["x"], jnp.float32(expected), atol=1e-4)
 
 
+@pytest.mark.parametrize(
+    "second_count, limit, expected",
+    [
+        (SA.SECANT_LINE_SEARCH_COUNT, 4.6, np.log(50.0)),  # the whole log m, past SECANT_SHRINK
+        (SA.SECANT_LINE_SEARCH_COUNT, 3.5, 3.5),  # bounded by the limit only
+        (SA.SECANT_LINE_SEARCH_COUNT + 1, 4.6, 0.5 * SA.SECANT_SHRINK),  # rate 0.5, early bound
+    ],
+)
+def test_secant_takes_the_first_evidence_whole(second_count, limit, expected):
+    # f = h x^2 / 2 and a first step 50 times too short (eta = 1 / (50 h)), at rate 0.5 and
+    # no decay: at the second update (count 1) s moves to the line minimum, log 50; at any
+    # later update by rate * clip(log m).
+    h, eta = 2.0, 1.0 / 100.0
+    params = {"x": jnp.ones(1)}
+    state = SA.init(params, rule="secant")
+    g = {"x": h * params["x"]}
+    u, state = SA.adapt(state, g, {"x": -eta * g["x"]}, 0.5, 0.0, limit, rule="secant", count=0)
+    g = {"x": h * (params["x"] + u["x"])}
+    u, state = SA.adapt(
+        state, g, {"x": -eta * g["x"]}, 0.5, 0.0, limit, rule="secant", count=second_count
+    )
+    chex.assert_trees_all_close(state.log_scales["x"], jnp.float32(expected), atol=1e-4)
+    if second_count == SA.SECANT_LINE_SEARCH_COUNT and limit > np.log(50.0):
+        # the scaled second step lands on the minimum of the quadratic
+        x = params["x"] + (-eta * h * params["x"]) + u["x"]
+        chex.assert_trees_all_close(x, jnp.zeros(1), atol=1e-5)
+
+
 @pytest.mark.parametrize("rule", ["agreement", "secant"])
 def test_shortening_decay_pulls_only_short_steps_back_faster(rule):
     # No evidence (the previous update is zero), so s only decays: by 0.01 above 0, by the

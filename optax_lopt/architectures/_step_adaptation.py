@@ -47,7 +47,13 @@ fast as it may shrink. A run starts with no estimate of its scale at all, and th
 of a short run is mostly decided in its first tens of steps, so a problem that rewards
 steps a hundred times the network's own should reach them in a few steps, not ten; past that
 window a growth in one step is more often the noise of two minibatches than a scale still
-to be found, and the slow bound applies. ``a``
+to be found, and the slow bound applies. The first evidence of all, at the second update
+(``count == 1``, the slopes at both ends of the first step), is taken whole: ``s`` moves by
+``log m`` itself rather than ``rate * log m``, growth bounded only by ``limit``, a line search
+along the first step. Smoothing over several steps guards against minibatch noise, and with
+one measurement there is nothing to smooth; a ReLU network whose first step already reached
+its line minimum gets ``m`` near 1 and keeps its step, a quadratic whose first step was twenty
+times too short gets a step at its line minimum at once. ``a``
 and ``b`` both scale with the step and flip with the gradient, so ``m`` is unchanged by any
 positive factor applied to the update afterwards and the update stays odd in the gradient.
 
@@ -85,6 +91,9 @@ SECANT_SHRINK = 3.0
 
 SECANT_EARLY_STEPS = 10
 """While fewer updates than this have been taken, growth is bounded by ``SECANT_SHRINK``."""
+
+SECANT_LINE_SEARCH_COUNT = 1
+"""The update (``count``, updates taken before it) at which ``s`` moves by the whole ``log m``."""
 
 
 class StepAdaptationState(NamedTuple):
@@ -171,7 +180,9 @@ def adapt(
       rule: ``"agreement"`` or ``"secant"`` (``"tensor"`` granularity only); ``init``'s.
       count: with ``rule="secant"``, the number of updates taken before this one (int32
         scalar, may be traced): below ``SECANT_EARLY_STEPS`` growth is bounded by
-        ``SECANT_SHRINK`` instead of ``SECANT_GROWTH``. ``None``: always ``SECANT_GROWTH``.
+        ``SECANT_SHRINK`` instead of ``SECANT_GROWTH``, and at ``SECANT_LINE_SEARCH_COUNT``
+        ``s`` moves by the whole ``log m`` (rate 1, growth bounded by ``limit``). ``None``:
+        always ``rate`` and ``SECANT_GROWTH``.
       shortening_decay: the pull toward 0 of an ``s`` below 0, in ``[0, 1)``; ``None``:
         ``decay`` on both sides.
     """
@@ -200,6 +211,9 @@ def _adapt_by_secant(state, grads, updates, rate, pull, limit, count):
     growth = SECANT_GROWTH
     if count is not None:
         growth = jnp.where(count < SECANT_EARLY_STEPS, SECANT_SHRINK, SECANT_GROWTH)
+        line_search = count == SECANT_LINE_SEARCH_COUNT
+        growth = jnp.where(line_search, limit, growth)
+        rate = jnp.where(line_search, 1.0, rate)
 
     def new_scale(s, g, previous, slope_before):
         log_m = secant_log_multiplier(slope_before, _slope(g, previous), growth)
