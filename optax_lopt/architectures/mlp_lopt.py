@@ -146,8 +146,9 @@ class MLPLOpt(LearnedOptimizer):
         the last step at which a quadratic through the slopes at its two ends is minimal
         (clipped, growing at most ``e``-fold and shrinking up to ``e**3``-fold per step;
         in the first 10 updates growing up to ``e**3``-fold too, since a run starts with no
-        estimate of its scale), so a step ten times too short is lengthened in a few steps
-        rather than a few tens.
+        estimate of its scale; at the second update, the first evidence, by the whole
+        ``log m``: a line search along the first step), so a step ten times too short is
+        lengthened in a step or two rather than a few tens.
       loss_bound: if set (a positive number, with ``step_adaptation``), the adaptation may
         lengthen the steps only while the update's predicted decrease ``-g . u`` is at most
         ``loss_bound`` times the loss passed as ``value=`` (see ``_loss_bound``): a loss
