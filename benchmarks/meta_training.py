@@ -29,6 +29,7 @@ from optax_lopt.meta import MetaTrainer, MetaTrainingRecipe, estimator_names
 from optax_lopt.meta.config_flags import config_from_flags, define_flags
 from optax_lopt.meta.meta_training_recipe import (
     build_estimator,
+    build_initial_theta,
     build_lopt,
     build_meta_optimizer,
 )
@@ -54,6 +55,7 @@ def bench_one(recipe: MetaTrainingRecipe) -> dict[str, float | str]:
         build_estimator(recipe, lopt),
         build_meta_optimizer(recipe),
         lopt=lopt,
+        theta=build_initial_theta(recipe, lopt)[0],
         seed=recipe.seed,
         clip_norm=recipe.clip_norm or None,
         progress=False,

@@ -10,6 +10,8 @@ Writes ``<workdir>/metrics.jsonl`` (one JSON object per outer step), orbax check
 of families instead of ``--task``, one estimator per family combined by
 ``optax_lopt.meta.Mixture``. Rerun the same command on the same workdir after an interruption
 and it continues from the last checkpoint, ending at the same weights as an uninterrupted run.
+``--init_from`` starts from saved or shipped weights instead of a fresh init, for a second
+phase of meta-training (its weights file's SHA-256 goes in the final metadata).
 ``--num_devices`` (or all devices with ``--num_devices=-1``) shards the task batch over a
 1-D mesh; for several hosts run the same command in every process with ``--distributed``.
 The settings that change the weights, their defaults and the builders are the library's
@@ -46,6 +48,7 @@ from optax_lopt.meta import (
 from optax_lopt.meta.config_flags import config_from_flags, define_flags, setting
 from optax_lopt.meta.meta_training_recipe import (
     build_estimator,
+    build_initial_theta,
     build_lopt,
     build_meta_optimizer,
 )
@@ -131,10 +134,15 @@ def run(config: Config) -> tuple[optax_lopt.LearnedOptimizer, Any, list[dict[str
         checkpoints' (a value outside a flag's choices is refused when ``config`` is made).
     """
     lopt = build_lopt(config)
+    theta, init_sha256 = build_initial_theta(config, lopt)
+    metadata = {"command": command(config), "meta_train_config": dataclasses.asdict(config)}
+    if init_sha256 is not None:
+        metadata["init_from_weights_sha256"] = init_sha256
     trainer = MetaTrainer(
         build_estimator(config, lopt),
         build_meta_optimizer(config),
         lopt=lopt,
+        theta=theta,
         workdir=config.workdir,
         seed=config.seed,
         clip_norm=config.clip_norm or None,
@@ -143,10 +151,7 @@ def run(config: Config) -> tuple[optax_lopt.LearnedOptimizer, Any, list[dict[str
         num_tasks=config.num_tasks,
         progress=None if config.progress else False,
         config=_resume_settings(config),
-        final_metadata={
-            "command": command(config),
-            "meta_train_config": dataclasses.asdict(config),
-        },
+        final_metadata=metadata,
     )
     try:
         theta = trainer.train(config.num_outer_steps)

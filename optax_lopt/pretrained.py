@@ -85,7 +85,12 @@ def _resolve_name(name: str) -> str:
     raise ValueError(f"name: expected one of {listed}; got {name!r}.{hint}")
 
 
-def _path(name: str) -> str:
+def weights_dir(name: str) -> str:
+    """The directory holding the shipped optimizer ``name``'s weights (see `load_pretrained`).
+
+    Raises:
+      ValueError: ``name`` is not a shipped optimizer.
+    """
     return os.path.join(WEIGHTS_DIR, _resolve_name(name))
 
 
@@ -104,7 +109,7 @@ def load_pretrained(name: str) -> tuple[LearnedOptimizer, MetaParams]:
       ValueError: ``name`` is not a shipped optimizer (the message suggests the closest
         name and lists those that are).
     """
-    return load(_path(name))
+    return load(weights_dir(name))
 
 
 def pretrained(name: str) -> optax.GradientTransformationExtraArgs:
@@ -148,4 +153,4 @@ def pretrained_metadata(name: str) -> dict[str, Any]:
       ValueError: ``name`` is not a shipped optimizer (the message suggests the closest
         name and lists those that are).
     """
-    return dict(read_config(_path(name)).get("metadata", {}))
+    return dict(read_config(weights_dir(name)).get("metadata", {}))

@@ -89,7 +89,7 @@ def save(
     """
     path = _checks.path("path", path)
     _checks.learned_optimizer("lopt", lopt, error=TypeError)
-    _check_theta(lopt, theta)
+    check_theta(lopt, theta)
     if metadata is not None and not isinstance(metadata, dict):
         raise ValueError(
             f"metadata: expected a dict or None, got {metadata!r} ({type(metadata).__name__})."
@@ -261,7 +261,7 @@ def _short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _check_theta(lopt: LearnedOptimizer, theta: MetaParams) -> None:
+def check_theta(lopt: LearnedOptimizer, theta: MetaParams) -> None:
     """Raises a ValueError naming the first leaf where ``theta`` differs from ``lopt.init``'s."""
     template = jax.eval_shape(lopt.init, jax.random.key(0))
     want = jax.tree_util.tree_flatten_with_path(template)[0]

@@ -3,9 +3,11 @@ and the command recorded with the final weights."""
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 
 import chex
+import jax
 import jax.numpy as jnp
 import optax
 import pytest
@@ -163,3 +165,39 @@ def test_resume_with_another_flag_names_the_flag(tmp_path, capsys):
     capsys.readouterr()
     example.run(_tiny(tmp_path, num_outer_steps=3, progress=True))  # the same flags resume
     assert "from the checkpoint at step 2." in capsys.readouterr().err
+
+
+def test_init_from_starts_the_run_at_the_saved_weights(tmp_path):
+    # With a meta learning rate of 0 the run ends where it starts: at the saved weights,
+    # not at the fresh init a run without --init_from ends at.
+    example = load_example("meta_train")
+    lopt = optax_lopt.LearnableSGDM()
+    start = jax.tree.map(lambda x: x + 0.25, lopt.init(jax.random.key(7)))
+    optax_lopt.save(tmp_path / "start", lopt, start)
+    fresh = _tiny(tmp_path / "fresh", meta_learning_rate=0.0)
+    _, fresh_theta, _ = example.run(fresh)
+    config = dataclasses.replace(
+        fresh, workdir=str(tmp_path / "phase2"), init_from=str(tmp_path / "start")
+    )
+    _, theta, records = example.run(config)
+    assert len(records) == 2
+    chex.assert_trees_all_close(theta, start)
+    with pytest.raises(AssertionError):
+        chex.assert_trees_all_close(fresh_theta, start)
+    metadata = optax_lopt.serialization.read_config(tmp_path / "phase2" / "final")["metadata"]
+    sha = optax_lopt.serialization.read_config(tmp_path / "start")["weights_sha256"]
+    assert metadata["init_from_weights_sha256"] == sha
+    assert f"--init_from={tmp_path / 'start'}" in metadata["command"]
+
+
+def test_init_from_weights_of_another_architecture_names_the_flag(tmp_path):
+    example = load_example("meta_train")
+    optax_lopt.save(
+        tmp_path / "adam",
+        optax_lopt.LearnableAdam(),
+        optax_lopt.LearnableAdam().init(jax.random.key(0)),
+    )
+    config = _tiny(tmp_path / "run", init_from=str(tmp_path / "adam"))
+    with pytest.raises(ValueError, match="init_from") as info:
+        example.run(config)
+    assert "LearnableAdam" in str(info.value) and "LearnableSGDM" in str(info.value)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 import chex
+import jax
 import jax.numpy as jnp
 import pytest
 from absl import flags
@@ -19,6 +20,7 @@ from optax_lopt.meta.config_flags import (
     config_from_flags,
     define_flags,
 )
+from optax_lopt.pretrained import weights_dir
 
 
 def test_defaults_build_pes_on_linear_regression_with_mlp_lopt():
@@ -86,3 +88,31 @@ def test_check_choices_ignores_fields_without_choices():
     check_choices(Free(name="anything"))
     with pytest.raises(ValueError, match="--kind: expected one of 'a', 'b'; got 'c'"):
         check_choices(Free(kind="c"))
+
+
+def test_initial_theta_is_none_without_init_from():
+    lopt = optax_lopt.MLPLOpt()
+    assert recipe_lib.build_initial_theta(MetaTrainingRecipe(), lopt) == (None, None)
+
+
+def test_init_from_a_shipped_name_loads_its_weights_and_hash():
+    lopt, theta = optax_lopt.load_pretrained("general")
+    got, sha = recipe_lib.build_initial_theta(MetaTrainingRecipe(init_from="General"), lopt)
+    chex.assert_trees_all_close(got, theta)
+    assert sha == optax_lopt.serialization.read_config(weights_dir("general"))["weights_sha256"]
+
+
+def test_init_from_a_network_of_other_shapes_names_the_flag_and_the_leaf(tmp_path):
+    small = optax_lopt.MLPLOpt(hidden_sizes=(4,))
+    optax_lopt.save(tmp_path / "small", small, small.init(jax.random.key(0)))
+    recipe = MetaTrainingRecipe(init_from=str(tmp_path / "small"))
+    with pytest.raises(ValueError, match="init_from: the weights in .* do not fit") as info:
+        recipe_lib.build_initial_theta(recipe, optax_lopt.MLPLOpt())
+    assert "theta['mlp']" in str(info.value)
+
+
+def test_init_from_neither_a_directory_nor_a_shipped_name_says_so(tmp_path):
+    recipe = MetaTrainingRecipe(init_from=str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="init_from: expected a directory") as info:
+        recipe_lib.build_initial_theta(recipe, optax_lopt.MLPLOpt())
+    assert "missing" in str(info.value) and "'general'" in str(info.value)

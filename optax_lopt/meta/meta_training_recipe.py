@@ -1,8 +1,9 @@
 """The meta-training recipe: one set of defaults and builders for its example and benchmark.
 
 `MetaTrainingRecipe` holds every setting of a meta-training run that changes the weights
-(task or task mix, architecture, estimator, outer steps, meta-optimizer, seed). The functions
-here build its parts from it: `build_lopt`, `build_estimator` and `build_meta_optimizer`.
+(task or task mix, architecture, estimator, outer steps, meta-optimizer, seed, and the
+weights a run starts from). The functions here build its parts from it: `build_lopt`,
+`build_initial_theta`, `build_estimator` and `build_meta_optimizer`.
 ``examples/meta_train.py`` adds where and how to run (workdir, checkpoints, devices) and
 generates its flags from the whole (``optax_lopt.meta.config_flags``);
 ``benchmarks/meta_training.py`` reuses the same defaults and builders.
@@ -16,20 +17,23 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 
 import optax
 
-from optax_lopt import _checks, tasks
-from optax_lopt.base import LearnedOptimizer, architecture_names, from_config
+from optax_lopt import _checks, serialization, tasks
+from optax_lopt.base import LearnedOptimizer, MetaParams, architecture_names, from_config
 from optax_lopt.meta.base import GradientEstimator
 from optax_lopt.meta.config_flags import check_choices, setting
 from optax_lopt.meta.estimators import estimator, estimator_fields, estimator_names
 from optax_lopt.meta.meta_losses import META_LOSS_NAMES
 from optax_lopt.meta.mixture_estimator import Mixture
+from optax_lopt.pretrained import weights_dir
 
 __all__ = [
     "MetaTrainingRecipe",
     "build_estimator",
+    "build_initial_theta",
     "build_lopt",
     "build_meta_optimizer",
 ]
@@ -78,6 +82,13 @@ class MetaTrainingRecipe:
         0.05, "With --meta_lr_decay=cosine: final learning rate / initial."
     )
     clip_norm: float = setting(1.0, "Meta-gradient global-norm clip (0: none).")
+    init_from: str | None = setting(
+        None,
+        "Start from these weights instead of a fresh init (a second phase): a directory "
+        "written by optax_lopt.save, or else a shipped name such as 'general'. Their "
+        "architecture must be --architecture with meta-parameters of the same shapes; "
+        "--architecture_config may change the rules around them.",
+    )
 
     def __post_init__(self) -> None:
         check_choices(self)
@@ -103,6 +114,55 @@ def build_lopt(recipe: MetaTrainingRecipe) -> LearnedOptimizer:
         return from_config(recipe.architecture, kwargs)
     except ValueError as err:
         raise ValueError(f"architecture_config: {err}") from err
+
+
+def build_initial_theta(
+    recipe: MetaTrainingRecipe, lopt: LearnedOptimizer
+) -> tuple[MetaParams | None, str | None]:
+    """The meta-parameters a run starts from, and the SHA-256 of their weights file.
+
+    Without ``init_from`` both are None: the trainer draws ``lopt.init`` from the run's seed.
+    With it, ``init_from`` is read as a directory written by ``optax_lopt.save`` when one
+    exists at that path, else as a shipped name (``optax_lopt.pretrained_names()``). The
+    architecture must be ``lopt``'s class and the meta-parameters must have the tree and
+    shapes ``lopt.init`` makes; its other fields (``architecture_config``) may differ, so a
+    second phase can train the same network under changed rules. The hash goes in the final
+    weights' metadata, since a shipped name's weights may change between releases.
+
+    Raises:
+      ValueError: naming ``init_from``, for weights that cannot be read or do not fit
+        ``lopt``.
+    """
+    if recipe.init_from is None:
+        return None, None
+    path = _weights_dir(recipe.init_from)
+    try:
+        source, theta = serialization.load(path)
+    except ValueError as err:
+        raise ValueError(f"init_from: {err}") from err
+    if type(source) is not type(lopt):
+        raise ValueError(
+            f"init_from: expected weights of architecture {type(lopt).__name__} "
+            f"(--architecture), got {type(source).__name__} in {path!r}."
+        )
+    try:
+        serialization.check_theta(lopt, theta)
+    except ValueError as err:
+        raise ValueError(f"init_from: the weights in {path!r} do not fit: {err}") from err
+    return theta, serialization.read_config(path).get("weights_sha256")
+
+
+def _weights_dir(init_from: str) -> str:
+    """The weights directory ``init_from`` names: a path if one exists, else a shipped name."""
+    if os.path.isdir(init_from):
+        return init_from
+    try:
+        return weights_dir(init_from)
+    except ValueError as err:
+        raise ValueError(
+            f"init_from: expected a directory written by optax_lopt.save or a shipped name; "
+            f"{init_from!r} is neither (no such directory; {err})"
+        ) from err
 
 
 def build_meta_optimizer(recipe: MetaTrainingRecipe) -> optax.GradientTransformation:
