@@ -104,3 +104,14 @@ def test_task_mix_run_reports_every_component(tmp_path):
     assert metadata["meta_train_config"]["task_mix"] == _MIX
     with pytest.raises(ValueError, match="num_devices"):
         example.run(example.Config(task_mix=_MIX, num_devices=1, workdir=str(tmp_path / "x")))
+
+
+def test_general_wide_preset_adds_the_generated_supervised_families():
+    components = optax_lopt.tasks.task_mix("general_wide")
+    assert components[: len(optax_lopt.tasks.GENERAL_MIX)] == optax_lopt.tasks.GENERAL_MIX
+    built = {c.name: c.build() for c in components}
+    assert built["separable_softmax"] == optax_lopt.tasks.GaussianSoftmax(
+        separation=8.0, batch_size=32, num_steps=300
+    )
+    assert isinstance(built["teacher_aug"].base, optax_lopt.tasks.TeacherRegression)
+    assert built["softmax_aug"].scale_range == (0.3, 3.0)

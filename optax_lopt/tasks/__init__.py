@@ -10,6 +10,7 @@ from optax_lopt.tasks.digits_mlp import DigitsMLP
 from optax_lopt.tasks.linear_regression import LinearRegression
 from optax_lopt.tasks.mixes import (
     GENERAL_MIX,
+    GENERAL_WIDE_MIX,
     SELF_TRAINING_EVALUATED,
     MixComponent,
     parse_mix,
@@ -21,6 +22,7 @@ from optax_lopt.tasks.quadratic import Quadratic
 from optax_lopt.tasks.registry import family, family_names
 from optax_lopt.tasks.reparameterized import Reparameterized, reparameterize
 from optax_lopt.tasks.rosenbrock import Rosenbrock
+from optax_lopt.tasks.synthetic_supervised import GaussianSoftmax, TeacherRegression
 from optax_lopt.tasks.two_moons import TwoMoons, make_moons
 from optax_lopt.tasks.unseen import (
     BundledClassifier,
@@ -40,6 +42,8 @@ __all__ = [
     "DigitsConv",
     "DigitsMLP",
     "GENERAL_MIX",
+    "GENERAL_WIDE_MIX",
+    "GaussianSoftmax",
     "IllConditionedQuadratic",
     "LinearRegression",
     "MixComponent",
@@ -49,6 +53,7 @@ __all__ = [
     "SELF_TRAINING_EVALUATED",
     "Task",
     "TaskFamily",
+    "TeacherRegression",
     "TwoMoons",
     "bundled_split",
     "family",

@@ -141,6 +141,22 @@ longer than the families' defaults where steps are cheap, so the optimizer sees 
 behaviour."""
 
 
+GENERAL_WIDE_MIX: tuple[MixComponent, ...] = GENERAL_MIX + (
+    MixComponent("gaussian_softmax", (("num_steps", 300),), (0.3, 3.0), 1.0, "softmax_aug"),
+    MixComponent(
+        "gaussian_softmax",
+        (("separation", 8.0), ("batch_size", 32), ("num_steps", 300)),
+        False,
+        1.0,
+        "separable_softmax",
+    ),
+    MixComponent("teacher_regression", (("num_steps", 300),), (0.3, 3.0), 1.0, "teacher_aug"),
+)
+"""``GENERAL_MIX`` widened with generated supervised problems: softmax regression on Gaussian
+classes (augmented, and a nearly separable minibatch variant whose loss goes to zero) and a
+full-batch ReLU MLP regressing a random teacher network (augmented)."""
+
+
 def self_training_mix(
     horizon: int = 200,
     two_moons_points: int = 128,
@@ -185,6 +201,7 @@ SELF_TRAINING_EVALUATED = ("linear_regression", "two_moons")
 
 _MIXES: dict[str, tuple[MixComponent, ...]] = {
     "general": GENERAL_MIX,
+    "general_wide": GENERAL_WIDE_MIX,
     "self_training": self_training_mix(),
 }
 

@@ -12,6 +12,7 @@ from optax_lopt.tasks.linear_regression import LinearRegression
 from optax_lopt.tasks.quadratic import Quadratic
 from optax_lopt.tasks.reparameterized import Reparameterized
 from optax_lopt.tasks.rosenbrock import Rosenbrock
+from optax_lopt.tasks.synthetic_supervised import GaussianSoftmax, TeacherRegression
 from optax_lopt.tasks.two_moons import TwoMoons
 from optax_lopt.tasks.unseen import (
     BundledClassifier,
@@ -33,6 +34,8 @@ _FAMILIES: dict[str, type[TaskFamily]] = {
     "digits_mlp_autoencoder": DigitsAutoencoder,
     "ill_conditioned_quadratic": IllConditionedQuadratic,
     "rosenbrock_chained": ChainedRosenbrock,
+    "gaussian_softmax": GaussianSoftmax,
+    "teacher_regression": TeacherRegression,
 }
 
 
@@ -46,9 +49,9 @@ def family(name: str, *, reparameterize: bool | tuple[float, float] = False, **k
 
     Args:
       name: one of ``family_names()``: "digits_conv", "digits_mlp",
-        "digits_mlp_autoencoder", "ill_conditioned_quadratic", "linear_regression",
-        "quadratic", "rosenbrock", "rosenbrock_chained", "sklearn_classifier",
-        "sklearn_regressor", "two_moons".
+        "digits_mlp_autoencoder", "gaussian_softmax", "ill_conditioned_quadratic",
+        "linear_regression", "quadratic", "rosenbrock", "rosenbrock_chained",
+        "sklearn_classifier", "sklearn_regressor", "teacher_regression", "two_moons".
       reparameterize: if True (or a ``(low, high)`` scale range) wrap the family in
         `Reparameterized` (random per-tensor scales, default range ``(1e-2, 1e2)``).
       **kwargs: the family's constructor arguments (e.g. ``dim=10``, ``num_steps=50``).
