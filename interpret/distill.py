@@ -24,8 +24,9 @@ mechanism:
 - **step adaptation**: the whole update times ``exp(s)``, ``s`` growing while gradients keep
   opposing the last update and shrinking when they turn (`interpret.adapt_step_by_agreement`,
   Rprop's sign rule); its rate and decay come from a grid, then a finer one around the
-  choice, fitted with the original's own previous updates; it is tried on the best chain
-  without it.
+  choice; it is tried on the best chain without it. The rule is driven by the chain's own
+  previous updates (a few refits, starting from the original's), so a chain is scored as it
+  will run, not with the original's updates steering its step.
 
 Every combination is fitted in closed form or by a small grid and the one whose updates match
 best (``r2``) wins. `Distilled.ablations` refits with each mechanism removed in turn, so a
@@ -80,6 +81,7 @@ _ADAPTATION_RATES = (0.01, 0.03, 0.1, 0.3)
 _FINE_DECAYS = (0.0, 0.003, 0.01, 0.03, 0.1)
 _ADAPTATION_DECAYS = _FINE_DECAYS[::2]  # (0, 0.01, 0.1): the coarse grid's decays
 _PARSIMONY = 2e-3
+_SELF_CONSISTENT_FITS = 4  # fits of a chain with step adaptation (see `_fit`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -277,19 +279,45 @@ def _fit_sign_output(u, feats, betas, per_step, factor):
     return (betas[0], betas[k]), np.array([np.cos(a), np.sin(a)]), s, pred
 
 
-def _fit(spec: Spec, g: np.ndarray, u: np.ndarray):
-    """Fits ``spec``'s weights and scales; returns ``(r2, betas, weights, scales, fitted)``."""
-    x = _input(g, spec)
-    feats = [_ema(x, b) for b in spec.betas]
-    factor = 1.0
-    if spec.adaptation is not None:  # the step factor the rule would hold, given u itself
-        factor = np.exp(agreement_log_scales(g, u, *spec.adaptation))
+def _fit(spec: Spec, g: np.ndarray, u: np.ndarray, fits: int = _SELF_CONSISTENT_FITS):
+    """Fits ``spec``'s weights and scales; returns ``(r2, betas, weights, scales, fitted)``.
+
+    With a step adaptation, the rule's factor depends on the chain's own previous updates,
+    which depend on the weights: the first fit drives the rule with the original's updates
+    ``u``, each refit with the updates the previous fit predicts (``fits`` in all), and the
+    result is scored with the factor its own updates produce. Driving the rule with ``u``
+    alone leaks the original's updates into the chain's features: such a fit can match every
+    recorded update and still run away once the chain's own updates drive it. ``fits=1``
+    returns that first fit as it is (an optimistic score, for `_best_candidate`'s pruning).
+    """
+    feats = [_ema(_input(g, spec), b) for b in spec.betas]
+    if spec.adaptation is None:
+        return _fit_weighted(spec, feats, u, 1.0)
+    if fits == 1:
+        return _fit_weighted(spec, feats, u, np.exp(agreement_log_scales(g, u, *spec.adaptation)))
+    driver = u
+    for _ in range(fits):
+        factor = np.exp(agreement_log_scales(g, driver, *spec.adaptation))
+        _, betas, w, s, driver = _fit_weighted(spec, feats, u, factor)
+    own = np.exp(agreement_log_scales(g, driver, *spec.adaptation))
+    pred = _predict(spec, feats, betas, w, s, own)
+    return r_squared(u, pred), betas, w, s, pred
+
+
+def _fit_weighted(spec: Spec, feats: list[np.ndarray], u: np.ndarray, factor):
+    """`_fit` with the step factor ``factor`` (``(T, K)`` or 1) given."""
     if spec.output_sign and len(feats) > 1:
         betas, w, s, pred = _fit_sign_output(u, feats, spec.betas, spec.schedule, factor)
     else:
-        feats = [factor * f for f in feats]
-        betas, w, s, pred = _fit_linear(u, feats, spec.betas, spec.schedule)
+        betas, w, s, pred = _fit_linear(u, [factor * f for f in feats], spec.betas, spec.schedule)
     return r_squared(u, pred), tuple(betas), np.asarray(w), s, pred
+
+
+def _predict(spec: Spec, feats, betas, w, s, factor) -> np.ndarray:
+    """The fitted chain's updates: ``s_t * factor * z`` with ``z`` the weighted modes (their
+    sign with a sign output)."""
+    z = sum(wk * feats[spec.betas.index(b)] for wk, b in zip(w, betas, strict=True))
+    return s[:, None] * factor * (np.sign(z) if spec.output_sign and len(feats) > 1 else z)
 
 
 def _build(spec: Spec, betas, weights, scales, schedule_steps) -> Distilled:
@@ -454,18 +482,36 @@ def distill(
 
 def _best_candidate(candidates, g: np.ndarray, u: np.ndarray, incumbent=None):
     """``(r2, spec, w, s, fitted)`` of the candidate with the best parsimony-penalised fit;
-    ``incumbent`` (such a tuple, already fitted) wins ties."""
+    ``incumbent`` (such a tuple, already fitted) wins ties.
+
+    Candidates with a step adaptation are first scored by their one fit driven by the
+    original's updates, which is optimistic, and fitted in full in that order only while that
+    score could still beat the best full score so far.
+    """
     scored = []
     if incumbent is not None:
         r2, spec = incumbent[0], incumbent[1]
         scored.append((r2 - _PARSIMONY * len(spec.mechanisms), *incumbent))
-    for spec in candidates:
-        r2, fitted_betas, w, s, fitted = _fit(spec, g, u)
-        spec = dataclasses.replace(spec, betas=fitted_betas)
-        r2 = r2 if np.isfinite(r2) else -np.inf
-        # parsimony: a mechanism must buy at least _PARSIMONY of r2 to be kept
-        scored.append((r2 - _PARSIMONY * len(spec.mechanisms), r2, spec, w, s, fitted))
+    candidates = list(candidates)
+    adapted = [c for c in candidates if c.adaptation is not None]
+    for spec in [c for c in candidates if c.adaptation is None]:
+        scored.append(_scored(spec, _fit(spec, g, u)))
+    optimistic = sorted(((_scored(c, _fit(c, g, u, fits=1))[0], c) for c in adapted),
+                        key=lambda item: -item[0])  # fmt: skip
+    for bound, spec in optimistic:
+        if scored and bound <= max(item[0] for item in scored):
+            break
+        scored.append(_scored(spec, _fit(spec, g, u)))
     return max(scored, key=lambda item: item[0])[1:]
+
+
+def _scored(spec: Spec, fit) -> tuple:
+    """``(penalised r2, r2, spec with its fitted decays, w, s, fitted)`` of one `_fit`."""
+    r2, fitted_betas, w, s, fitted = fit
+    spec = dataclasses.replace(spec, betas=fitted_betas)
+    r2 = r2 if np.isfinite(r2) else -np.inf
+    # parsimony: a mechanism must buy at least _PARSIMONY of r2 to be kept
+    return (r2 - _PARSIMONY * len(spec.mechanisms), r2, spec, w, s, fitted)
 
 
 def _adaptations(spec: Spec, bank: tuple[float, ...], pairs):
