@@ -9,8 +9,8 @@ trajectories (``theta +/- eps``) per task, which are counted once.
 
 With ``--general_recipe`` (default) it also times one outer step of the recipe
 ``pretrained("general")`` was meta-trained with (its metadata's ``meta_train_config``: PES on
-the ``general`` mix of six families, 8 tasks each, truncation 20), the workload whose wall time
-decides how much of a recipe fits in a session.
+the ``general_wide`` mix of nine components, 8 tasks each, truncation 20), the workload whose
+wall time decides how much of a recipe fits in a session.
 
 Prints a table, then one JSON object as the last line:
 ``{"inner_task_steps_per_s": {...}, "compile_s": {...}, ..., "general_recipe": {...}}``.
@@ -58,6 +58,9 @@ def _time_estimator(name: str, lopt, family) -> dict[str, float]:
     steps = _NUM_TASKS.value * (unroll or family.num_steps)
     timing["inner_task_steps_per_s"] = steps / (timing["ms_per_call"] / 1e3)
     return timing
+
+
+_GENERAL_MIX = optax_lopt.pretrained_metadata("general")["meta_train_config"]["task_mix"]
 
 
 def _time_general_recipe() -> dict[str, float]:
@@ -132,7 +135,7 @@ def main(argv):
     general = _time_general_recipe() if _GENERAL.value else None
     if general is not None:
         print(
-            f"\ngeneral recipe (PES, general mix): {general['ms_per_call']:.1f} ms per outer "
+            f"\ngeneral recipe ({_GENERAL_MIX} mix): {general['ms_per_call']:.1f} ms per outer "
             f"step, compile {general['compile_s']:.1f} s; {general['outer_steps']:,} outer "
             f"steps = {general['outer_steps_s'] / 60:.1f} min"
         )

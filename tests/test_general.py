@@ -99,7 +99,7 @@ def test_loads_as_mlp_lopt_with_its_command_and_evaluation():
     argv = shlex.split(metadata["command"])
     assert argv[:2] == ["python", "examples/meta_train.py"]
     flags = dict(a[2:].split("=", 1) for a in argv[2:])
-    assert flags["task_mix"] == "general"
+    assert flags["task_mix"] == "general_wide"
     assert "task" not in flags  # --task_mix overrides --task, so the command does not carry it
     assert flags["architecture"] == "MLPLOpt"
     first = metadata["evaluation"][0]

@@ -132,7 +132,8 @@ GENERAL_MIX: tuple[MixComponent, ...] = (
     MixComponent("two_moons", (("hidden_sizes", (16, 16)),), (0.1, 10.0), 1.0, "two_moons_aug"),
     MixComponent("digits_mlp", (("widths", (8, 16, 32)),), (0.3, 3.0), 2.0, "digits_mlp_aug"),
 )
-"""The mix ``optax_lopt.pretrained("general")`` was meta-trained on: quadratics (noiseless,
+"""The base mix of the general recipe (``pretrained("general")`` was meta-trained on
+``GENERAL_WIDE_MIX``, this plus generated supervised problems): quadratics (noiseless,
 long horizon, and noisy), linear regression, the 2-D Rosenbrock function, a small two-moons
 MLP and digits MLPs of varied widths and batch sizes (weight 2), every family except
 Rosenbrock (whose start point already sets its scale) augmented with random per-tensor scales
@@ -152,9 +153,10 @@ GENERAL_WIDE_MIX: tuple[MixComponent, ...] = GENERAL_MIX + (
     ),
     MixComponent("teacher_regression", (("num_steps", 300),), (0.3, 3.0), 1.0, "teacher_aug"),
 )
-"""``GENERAL_MIX`` widened with generated supervised problems: softmax regression on Gaussian
-classes (augmented, and a nearly separable minibatch variant whose loss goes to zero) and a
-full-batch ReLU MLP regressing a random teacher network (augmented)."""
+"""The mix ``optax_lopt.pretrained("general")`` was meta-trained on: ``GENERAL_MIX`` widened
+with generated supervised problems, softmax regression on Gaussian classes (augmented, and a
+nearly separable minibatch variant whose loss goes to zero) and a full-batch ReLU MLP
+regressing a random teacher network (augmented)."""
 
 
 def self_training_mix(
