@@ -60,16 +60,17 @@ def _time_estimator(name: str, lopt, family) -> dict[str, float]:
     return timing
 
 
-_GENERAL_MIX = optax_lopt.pretrained_metadata("general")["meta_train_config"]["task_mix"]
-
-
-def _time_general_recipe() -> dict[str, float]:
-    """One outer step (meta-gradient) of the recipe in ``pretrained("general")``'s metadata."""
+def _general_recipe() -> meta_training_recipe.MetaTrainingRecipe:
+    """The recipe in ``pretrained("general")``'s metadata."""
     config = optax_lopt.pretrained_metadata("general")["meta_train_config"]
     fields = {f.name for f in dataclasses.fields(meta_training_recipe.MetaTrainingRecipe)}
-    recipe = meta_training_recipe.MetaTrainingRecipe(
+    return meta_training_recipe.MetaTrainingRecipe(
         **{k: v for k, v in config.items() if k in fields}
     )
+
+
+def _time_general_recipe(recipe: meta_training_recipe.MetaTrainingRecipe) -> dict[str, float]:
+    """One outer step (meta-gradient) of ``recipe``."""
     lopt = meta_training_recipe.build_lopt(recipe)
     timing = _time_calls(meta_training_recipe.build_estimator(recipe, lopt), lopt)
     timing["outer_steps"] = recipe.num_outer_steps
@@ -132,10 +133,11 @@ def main(argv):
             f"{name:<16}{r['inner_task_steps_per_s']:>14,.0f}{r['ms_per_call']:>10.2f}"
             f"{r['compile_s']:>11.2f}"
         )
-    general = _time_general_recipe() if _GENERAL.value else None
+    recipe = _general_recipe()
+    general = _time_general_recipe(recipe) if _GENERAL.value else None
     if general is not None:
         print(
-            f"\ngeneral recipe ({_GENERAL_MIX} mix): {general['ms_per_call']:.1f} ms per outer "
+            f"\ngeneral recipe ({recipe.task_mix} mix): {general['ms_per_call']:.1f} ms per outer "
             f"step, compile {general['compile_s']:.1f} s; {general['outer_steps']:,} outer "
             f"steps = {general['outer_steps_s'] / 60:.1f} min"
         )

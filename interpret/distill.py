@@ -293,20 +293,28 @@ def _fit(spec: Spec, g: np.ndarray, u: np.ndarray, fits: int = _SELF_CONSISTENT_
     feats = [_ema(_input(g, spec), b) for b in spec.betas]
     if spec.adaptation is None:
         return _fit_weighted(spec, feats, u, 1.0)
-    if fits == 1:
-        return _fit_weighted(spec, feats, u, np.exp(agreement_log_scales(g, u, *spec.adaptation)))
-    driver = u
+    fit = (None, None, None, None, u)  # the original's updates drive the first fit
     for _ in range(fits):
-        factor = np.exp(agreement_log_scales(g, driver, *spec.adaptation))
-        _, betas, w, s, driver = _fit_weighted(spec, feats, u, factor)
-    own = np.exp(agreement_log_scales(g, driver, *spec.adaptation))
-    pred = _predict(spec, feats, betas, w, s, own)
+        fit = _fit_weighted(spec, feats, u, _step_factor(spec, g, fit[4]))
+    if fits == 1:
+        return fit
+    _, betas, w, s, fitted = fit
+    pred = _predict(spec, feats, betas, w, s, _step_factor(spec, g, fitted))
     return r_squared(u, pred), betas, w, s, pred
+
+
+def _step_factor(spec: Spec, g: np.ndarray, driver: np.ndarray) -> np.ndarray:
+    """``exp(s_t)`` of ``spec``'s step adaptation when ``driver`` are the previous updates."""
+    return np.exp(agreement_log_scales(g, driver, *spec.adaptation))
+
+
+def _sign_output(spec: Spec, feats: list[np.ndarray]) -> bool:
+    return spec.output_sign and len(feats) > 1
 
 
 def _fit_weighted(spec: Spec, feats: list[np.ndarray], u: np.ndarray, factor):
     """`_fit` with the step factor ``factor`` (``(T, K)`` or 1) given."""
-    if spec.output_sign and len(feats) > 1:
+    if _sign_output(spec, feats):
         betas, w, s, pred = _fit_sign_output(u, feats, spec.betas, spec.schedule, factor)
     else:
         betas, w, s, pred = _fit_linear(u, [factor * f for f in feats], spec.betas, spec.schedule)
@@ -317,7 +325,7 @@ def _predict(spec: Spec, feats, betas, w, s, factor) -> np.ndarray:
     """The fitted chain's updates: ``s_t * factor * z`` with ``z`` the weighted modes (their
     sign with a sign output)."""
     z = sum(wk * feats[spec.betas.index(b)] for wk, b in zip(w, betas, strict=True))
-    return s[:, None] * factor * (np.sign(z) if spec.output_sign and len(feats) > 1 else z)
+    return s[:, None] * factor * (np.sign(z) if _sign_output(spec, feats) else z)
 
 
 def _build(spec: Spec, betas, weights, scales, schedule_steps) -> Distilled:

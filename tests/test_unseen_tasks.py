@@ -182,9 +182,11 @@ def _base_family(fam):
     return fam.base if isinstance(fam, tasks.Reparameterized) else fam
 
 
-@pytest.mark.parametrize("mix_components", [tasks.GENERAL_MIX, tasks.GENERAL_WIDE_MIX])
-def test_unseen_suite_is_disjoint_from_the_general_mixes(mix_components):
-    # GENERAL_WIDE_MIX is the training mix of the shipped general; GENERAL_MIX is its subset.
+def test_unseen_suite_is_disjoint_from_the_general_mixes():
+    # GENERAL_WIDE_MIX is the training mix of the shipped general and holds GENERAL_MIX, so
+    # checking it checks both.
+    mix_components = tasks.GENERAL_WIDE_MIX
+    assert set(tasks.GENERAL_MIX) < set(mix_components)
     suite = tasks.unseen_suite()
     assert len(suite) >= 12
     mix = [c.build() for c in mix_components]
