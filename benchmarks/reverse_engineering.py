@@ -80,7 +80,10 @@ PAPER = {
     "calls novel.",
     "step adaptation": "Not among the paper's mechanisms: a step size that grows while "
     "successive gradients agree with the last update and shrinks when they turn (Rprop's rule, "
-    "hypergradient descent), found here by distillation.",
+    "hypergradient descent), or that moves toward the line minimum the secant of the last "
+    "step's two slopes predicts (Quickprop's ratio), found here by distillation.",
+    "component-wise": "Its learned optimizers are component-wise by construction (one RNN "
+    "per coordinate), which is what the one-coordinate analyses above assume.",
 }
 
 
@@ -222,10 +225,29 @@ def step_adaptation_finding(r: interpret.Report) -> str:
         return "Absent: the distilled chain does not use it."
     rate, decay = adaptation
     without = r.distilled.ablations["step adaptation"].r2
+    if r.distilled.spec.adaptation_rule == "secant":
+        rule = (
+            f"the step moves toward the secant's line minimum m along the last step, by "
+            f"m^{_f(rate)} per step (decay {_f(decay)}; the first evidence taken whole)"
+        )
+    else:
+        rule = (
+            f"the step moves by exp(+/-{_f(rate)}) per agreeing / turning step (decay {_f(decay)})"
+        )
     return (
-        f"Present: the step moves by exp(+/-{_f(rate)}) per agreeing / turning step (decay "
-        f"{_f(decay)}); the chain's update r2 is {_f(r.distilled.r2)} with it, {_r2(without)} "
-        "without."
+        f"Present: {rule}; the chain's update r2 is {_f(r.distilled.r2)} with it, "
+        f"{_r2(without)} without."
+    )
+
+
+def coupling_finding(r: interpret.Report) -> str:
+    c = r.coupling
+    if c is None:
+        return "Not measured (fewer than two coordinates recorded)."
+    verdict = "yes" if c.component_wise else "no: it reads whole tensors"
+    return (
+        f"{verdict.capitalize()} (each of {c.num_coordinates} recorded sequences alone "
+        f"reproduces its updates inside one shared tensor with r2 = {_f(c.r2)})."
     )
 
 
@@ -235,6 +257,7 @@ FINDINGS = {
     "schedule": schedule_finding,
     "adaptation": adaptation_finding,
     "step adaptation": step_adaptation_finding,
+    "component-wise": coupling_finding,
 }
 
 

@@ -20,6 +20,7 @@ from interpret.advantage import (
     advantage_kept,
     scale_by_power_rms,
 )
+from interpret.coupling import Coupling, coupling
 from interpret.clipping import ClippingFit, fit_clipping
 from interpret.distill import MECHANISMS, Distilled, ModesState, distill, scale_by_modes
 from interpret.figures import (
@@ -57,6 +58,7 @@ from interpret.residual import (
     unexplained,
 )
 from interpret.schedule import ScheduleFit, fit_schedule, zero_gradient_schedule
+from interpret.secant_step import SecantState, adapt_step_by_secant, secant_log_scales
 from interpret.shape import UpdateShape, update_shape, update_shapes
 from interpret.step_scale import AgreementState, adapt_step_by_agreement, agreement_log_scales
 from interpret.system import ScalarSystem, effective_learning_rate, scalar_system, typical_state
@@ -67,6 +69,7 @@ __all__ = [
     "AdvantageKept",
     "AgreementState",
     "ClippingFit",
+    "Coupling",
     "Distilled",
     "FixedPoints",
     "GradientStats",
@@ -88,12 +91,15 @@ __all__ = [
     "Rollout",
     "ScalarSystem",
     "ScheduleFit",
+    "SecantState",
     "UpdateFunction",
     "UpdateShape",
     "adapt_step_by_agreement",
+    "adapt_step_by_secant",
     "advantage_kept",
     "agreement_log_scales",
     "candidate_features",
+    "coupling",
     "distill",
     "effective_learning_rate",
     "fit_clipping",
@@ -124,6 +130,7 @@ __all__ = [
     "scalar_system",
     "scale_by_modes",
     "scale_by_power_rms",
+    "secant_log_scales",
     "typical_state",
     "unexplained",
     "update_function",

@@ -21,12 +21,15 @@ mechanism:
 - **output map**: none or ``sign`` (Lion-like: the sign of a mix of the gradient and a momentum);
 - **schedule** ``s(t)``: the least-squares scale of each step, normalised to peak 1 (held at
   its last value after ``schedule_steps``), or a constant;
-- **step adaptation**: the whole update times ``exp(s)``, ``s`` growing while gradients keep
-  opposing the last update and shrinking when they turn (`interpret.adapt_step_by_agreement`,
-  Rprop's sign rule); its rate and decay come from a grid, then a finer one around the
-  choice; it is tried on the best chain without it. The rule is driven by the chain's own
-  previous updates (a few refits, starting from the original's), so a chain is scored as it
-  will run, not with the original's updates steering its step.
+- **step adaptation**: the whole update times ``exp(s)``, by one of two rules: ``s`` growing
+  while gradients keep opposing the last update and shrinking when they turn
+  (`interpret.adapt_step_by_agreement`, Rprop's sign rule), or ``s`` moved toward the line
+  minimum that the secant of the last step's slopes predicts (`interpret.adapt_step_by_secant`,
+  Quickprop's ratio in the log step size, with its fast start); its rule, rate and decay come
+  from a grid, then a finer one around the choice; it is tried on the best chain without it.
+  The rule is driven by the chain's own previous updates (a few refits, starting from the
+  original's), so a chain is scored as it will run, not with the original's updates steering
+  its step.
 
 Every combination is fitted in closed form or by a small grid and the one whose updates match
 best (``r2``) wins. `Distilled.ablations` refits with each mechanism removed in turn, so a
@@ -60,6 +63,7 @@ from interpret.advantage import scale_by_power_rms
 from interpret.clipping import fit_clipping
 from interpret.momentum import r_squared
 from interpret.residual import residual_locations, unexplained
+from interpret.secant_step import adapt_step_by_secant, secant_log_scales
 from interpret.step_scale import adapt_step_by_agreement, agreement_log_scales
 
 BETA_BANK = (0.0, 0.5, 0.8, 0.9, 0.95, 0.99)
@@ -77,7 +81,10 @@ MECHANISMS = (
 """The mechanisms `distill` can find; `Distilled.mechanisms` lists those it kept."""
 
 _RMS_DECAYS = (0.9, 0.99, 0.999)
-_ADAPTATION_RATES = (0.01, 0.03, 0.1, 0.3)
+ADAPTATION_RULES = ("agreement", "secant")
+"""The step-adaptation rules `distill` can find (`Spec.adaptation_rule`)."""
+
+_ADAPTATION_RATES = {"agreement": (0.01, 0.03, 0.1, 0.3), "secant": (0.1, 0.3, 1.0)}
 _FINE_DECAYS = (0.0, 0.003, 0.01, 0.03, 0.1)
 _ADAPTATION_DECAYS = _FINE_DECAYS[::2]  # (0, 0.01, 0.1): the coarse grid's decays
 _PARSIMONY = 2e-3
@@ -95,6 +102,7 @@ class Spec:
     output_sign: bool = False
     schedule: bool = True
     adaptation: tuple[float, float] | None = None  # (rate, decay) of the step adaptation
+    adaptation_rule: str = "agreement"  # one of ADAPTATION_RULES, when adaptation is set
 
     @property
     def mechanisms(self) -> tuple[str, ...]:
@@ -119,8 +127,9 @@ class Distilled:
     """A distilled optimizer.
 
     Attributes:
-      tx: the optax chain, wrapped in `interpret.adapt_step_by_agreement` when the step
-        adaptation is kept (a drop-in ``GradientTransformation``).
+      tx: the optax chain, wrapped in `interpret.adapt_step_by_agreement` or
+        `interpret.adapt_step_by_secant` when the step adaptation is kept (a drop-in
+        ``GradientTransformation``).
       description: the chain in words.
       mechanisms: the mechanisms it has (names from `MECHANISMS`).
       r2: how well its updates match the original's on the fitting sequences (1: exactly).
@@ -305,7 +314,8 @@ def _fit(spec: Spec, g: np.ndarray, u: np.ndarray, fits: int = _SELF_CONSISTENT_
 
 def _step_factor(spec: Spec, g: np.ndarray, driver: np.ndarray) -> np.ndarray:
     """``exp(s_t)`` of ``spec``'s step adaptation when ``driver`` are the previous updates."""
-    return np.exp(agreement_log_scales(g, driver, *spec.adaptation))
+    replay = secant_log_scales if spec.adaptation_rule == "secant" else agreement_log_scales
+    return np.exp(replay(g, driver, *spec.adaptation))
 
 
 def _sign_output(spec: Spec, feats: list[np.ndarray]) -> bool:
@@ -369,8 +379,10 @@ def _build(spec: Spec, betas, weights, scales, schedule_steps) -> Distilled:
     description = " -> ".join(words)
     if spec.adaptation is not None:
         rate, decay = spec.adaptation
-        tx = adapt_step_by_agreement(tx, rate, decay)
-        description = f"adapt_step(rate {rate:.3g}, decay {decay:.3g}; {description})"
+        rule = spec.adaptation_rule
+        wrap = adapt_step_by_secant if rule == "secant" else adapt_step_by_agreement
+        tx = wrap(tx, rate, decay)
+        description = f"adapt_step_by_{rule}(rate {rate:.3g}, decay {decay:.3g}; {description})"
     return Distilled(
         tx=tx,
         description=description,
@@ -396,7 +408,7 @@ def _without(spec: Spec, mechanism: str) -> Spec:
     if mechanism == "momentum":  # no memory: the (mapped) gradient itself
         return dataclasses.replace(spec, betas=(0.0,))
     if mechanism == "step adaptation":
-        return dataclasses.replace(spec, adaptation=None)
+        return dataclasses.replace(spec, adaptation=None, adaptation_rule="agreement")
     raise ValueError(f"mechanism: expected one of {MECHANISMS}, got {mechanism!r}.")
 
 
@@ -469,11 +481,10 @@ def distill(
     bank = tuple(sorted(set(BETA_BANK) | {round(b, 6) for b in extra}))
     candidates = _candidates(_clip_threshold(system, g), bank, schedule_steps is not None)
     best = _best_candidate(candidates, g, u)
-    coarse = itertools.product(_ADAPTATION_RATES, _ADAPTATION_DECAYS)
-    best = _best_candidate(_adaptations(best[1], bank, coarse), g, u, incumbent=best)
+    best = _best_candidate(_adaptations(best[1], bank, _coarse()), g, u, incumbent=best)
     if best[1].adaptation is not None:
-        best = _best_candidate(_adaptations(best[1], bank, _finer(*best[1].adaptation)), g, u,
-                               incumbent=best)  # fmt: skip
+        finer = _finer(best[1].adaptation_rule, *best[1].adaptation)
+        best = _best_candidate(_adaptations(best[1], bank, finer), g, u, incumbent=best)
     r2, spec, w, s, fitted = best
     best = dataclasses.replace(
         _build(spec, spec.betas, w, s, schedule_steps),
@@ -522,21 +533,29 @@ def _scored(spec: Spec, fit) -> tuple:
     return (r2 - _PARSIMONY * len(spec.mechanisms), r2, spec, w, s, fitted)
 
 
-def _adaptations(spec: Spec, bank: tuple[float, ...], pairs):
-    """``spec``, refitted over the whole bank of decays, with each ``(rate, decay)`` of
-    ``pairs`` as its step adaptation."""
+def _adaptations(spec: Spec, bank: tuple[float, ...], choices):
+    """``spec``, refitted over the whole bank of decays, with each ``(rule, (rate, decay))``
+    of ``choices`` as its step adaptation."""
     base = dataclasses.replace(spec, betas=bank)
-    for pair in pairs:
-        yield dataclasses.replace(base, adaptation=pair)
+    for rule, pair in choices:
+        yield dataclasses.replace(base, adaptation=pair, adaptation_rule=rule)
 
 
-def _finer(rate: float, decay: float):
-    """Rates within a factor 2 of ``rate`` (quarter octaves) and the decays next to ``decay``:
-    the coarse grid's choice made finer, without that choice itself (already fitted)."""
+def _coarse():
+    """Every rule with each of its coarse rates and the coarse decays."""
+    for rule in ADAPTATION_RULES:
+        for pair in itertools.product(_ADAPTATION_RATES[rule], _ADAPTATION_DECAYS):
+            yield rule, pair
+
+
+def _finer(rule: str, rate: float, decay: float):
+    """Rates within a factor 2 of ``rate`` (quarter octaves) and the decays next to ``decay``,
+    same rule: the coarse grid's choice made finer, without that choice itself (already
+    fitted)."""
     i = _FINE_DECAYS.index(decay)
     for k, d in itertools.product(range(-4, 5), _FINE_DECAYS[max(0, i - 1) : i + 2]):
         if (k, d) != (0, decay):
-            yield (float(rate * 2.0 ** (k / 4)), d)
+            yield rule, (float(rate * 2.0 ** (k / 4)), d)
 
 
 def _ablations(spec: Spec, mechanisms, g, u, schedule_steps) -> dict[str, Distilled]:

@@ -11,6 +11,8 @@ every probe from the gradients it recorded (`GradientStats`), and returns a `Rep
 - schedule: the zero-gradient probe from the initial state (`zero_gradient_schedule`);
 - learning-rate adaptation: fixed points of ``|g*|`` over the recorded 5%-95% range and the
   effective learning rate at each (`lr_adaptation` with finite differences);
+- coupling: whether the optimizer is component-wise, as the one-coordinate analyses assume
+  (`coupling` on the recorded gradient sequences);
 - distillation: the chain `distill` fits to the recorded gradient sequences, and, when a
   ``baseline`` is given, the fraction of the optimizer's advantage over it that the chain and
   each ablation keep on held-out instances.
@@ -40,6 +42,7 @@ from interpret import _checks
 from interpret import figures as _figures
 from interpret import system as _system
 from interpret.adaptation import LRAdaptation, lr_adaptation
+from interpret.coupling import Coupling, coupling
 from interpret.distill import Distilled, distill
 from interpret.modes import HeavyBall, MomentumModes, heavy_ball_optimum, momentum_modes
 from interpret.problem import GradientStats, Problem, Recording, gradient_stats, record
@@ -62,6 +65,8 @@ class Report:
       shapes: label -> `UpdateShape` ("initial state", "PC1 +2sd", ...).
       schedule: the zero-gradient `ScheduleFit`.
       adaptation: the `LRAdaptation` over the recorded gradient range.
+      coupling: the `Coupling` of the recorded coordinates (is the optimizer component-wise);
+        None when fewer than two finite coordinates were recorded.
       distilled: the `Distilled` chain.
       objectives: label -> held-out meta-objective (mean_t f_t / f_0) of "original",
         "baseline", "distilled" and "without <mechanism>" (empty without a baseline).
@@ -79,6 +84,7 @@ class Report:
     shapes: dict[str, UpdateShape]
     schedule: ScheduleFit
     adaptation: LRAdaptation | None
+    coupling: Coupling | None
     distilled: Distilled
     objectives: dict[str, float]
     kept: dict[str, float]
@@ -173,6 +179,7 @@ class _Analyses(NamedTuple):
     shapes: dict[str, UpdateShape]
     schedule: ScheduleFit
     adaptation: LRAdaptation | None
+    coupling: Coupling | None
     distilled: Distilled
 
 
@@ -214,10 +221,14 @@ def _analyse(
         if system.size
         else None
     )
+    sequences = rec.gradients[:, finite][:, :128]
+    coupled = run.timed("coupling", coupling, tx, sequences) if sequences.shape[1] > 1 else None
     own = () if modes is None else tuple(modes.betas[:2])
-    distilled = run.timed("distill", distill, system, gradients=rec.gradients[:, finite][:, :128],
+    distilled = run.timed("distill", distill, system, gradients=sequences,
                           schedule_steps=horizon, betas=own, seed=run.seed)  # fmt: skip
-    analyses = _Analyses(system.size, stats, modes, shapes, schedule, adaptation, distilled)
+    analyses = _Analyses(
+        system.size, stats, modes, shapes, schedule, adaptation, coupled, distilled
+    )
     return system, analyses
 
 
@@ -386,6 +397,7 @@ def summary(report: Report) -> dict[str, Any]:
             "learning_rates": report.adaptation.learning_rates,
             "exponent": report.adaptation.exponent, "r2": report.adaptation.r2,
         },  # fmt: skip
+        "coupling": None if report.coupling is None else dataclasses.asdict(report.coupling),
         "distilled": {"description": d.description, "mechanisms": list(d.mechanisms),
                       "r2": d.r2, "ablation_r2": {k: v.r2 for k, v in d.ablations.items()},
                       "unexplained": d.unexplained, "residual_locations": d.residual_locations},

@@ -28,6 +28,7 @@ def markdown(report: Report) -> str:
         _shape(report),
         _schedule(report),
         _adaptation(report),
+        _coupling(report),
         _distillation(report),
     ]
     return "\n\n".join(p for p in parts if p) + "\n"
@@ -186,6 +187,24 @@ def _distillation(r: Report) -> str:
     return text + "\n\n" + "\n".join(rows) + "\n\n" + verdict
 
 
+def _coupling(r: Report) -> str:
+    c = r.coupling
+    if c is None:
+        return ""
+    head = (
+        f"**Coupling.** Run as the {c.num_coordinates} entries of one tensor, the recorded "
+        f"gradient sequences get updates that each sequence alone reproduces with r2 = "
+        f"{_f(c.r2)}: "
+    )
+    if c.component_wise:
+        return head + "the optimizer is **component-wise**, as the analyses above assume."
+    return head + (
+        "the optimizer is **not component-wise** (it reads whole tensors), so the "
+        "one-coordinate analyses above, and the chain distilled from them, see it only as one "
+        "coordinate alone sees it."
+    )
+
+
 _BEHAVIOURS = {
     "gradient magnitude": "takes steps that grow with the gradient's size",
     "sign agreement": "takes a larger step when the gradient keeps its sign",
@@ -241,7 +260,13 @@ def missing(r: Report) -> str:
                 "candidates tried. "
             )
     text += _where(d.residual_locations)
-    if d.r2 > 0.9:
+    if r.coupling is not None and not r.coupling.component_wise:
+        text += (
+            f"The optimizer is not component-wise (coupling r2 {_f(r.coupling.r2)}): on the "
+            "task every coordinate's update also depends on the rest of its tensor, which a "
+            "component-wise chain cannot follow. "
+        )
+    elif d.r2 > 0.9:
         text += (
             "The per-step match is close, so small differences compound over the trajectory "
             "into the lost advantage. "

@@ -8,6 +8,7 @@ import optax
 import pytest
 
 import optax_lopt
+from interpret import secant_step as SS
 from optax_lopt.architectures import _step_adaptation as SA
 
 
@@ -192,25 +193,6 @@ def test_a_non_finite_previous_step_leaves_the_scales_finite(granularity, start,
     chex.assert_tree_all_finite(new.previous_updates)
 
 
-@pytest.mark.parametrize(
-    "a, b, expected",
-    [
-        (-1.0, -0.5, np.log(2.0)),  # the line minimum is twice the step
-        (-1.0, 0.0, 0.0),  # the step landed on it
-        (-1.0, 1.0, np.log(0.5)),  # overshot: half the step
-        (-1.0, -0.9, SA.SECANT_GROWTH),  # ten times: growth is clipped
-        (-1.0, 20.0, -SA.SECANT_SHRINK),  # 1/21: shrinking is clipped harder
-        (1.0, 0.5, 0.0),  # not a descent step: no evidence
-        (-1.0, -2.0, 0.0),  # no positive curvature: no evidence
-        (-1.0, np.nan, 0.0),
-        (0.0, 0.0, 0.0),  # the first step
-    ],
-)
-def test_secant_log_multiplier_known_values(a, b, expected):
-    got = SA.secant_log_multiplier(jnp.float32(a), jnp.float32(b))
-    chex.assert_trees_all_close(got, jnp.float32(expected), atol=1e-6)
-
-
 def test_secant_rule_finds_the_newton_step_of_a_one_dimensional_quadratic():
     # f = h x^2 / 2 and the update -eta * g: the best scale is 1 / (h * eta) = 5, and the
     # secant measures it exactly, so s reaches log(5) and x reaches the minimum 0.
@@ -230,9 +212,9 @@ def test_secant_rule_finds_the_newton_step_of_a_one_dimensional_quadratic():
     "count, expected",
     [
         (0, np.log(20.0)),  # early: growth bounded as shrinking is, log 20 < SECANT_SHRINK
-        (SA.SECANT_EARLY_STEPS - 1, np.log(20.0)),
-        (SA.SECANT_EARLY_STEPS, SA.SECANT_GROWTH),  # past the window: the slow bound
-        (None, SA.SECANT_GROWTH),  # without a count: always the slow bound
+        (SS.SECANT_EARLY_STEPS - 1, np.log(20.0)),
+        (SS.SECANT_EARLY_STEPS, SS.SECANT_GROWTH),  # past the window: the slow bound
+        (None, SS.SECANT_GROWTH),  # without a count: always the slow bound
     ],
 )
 def test_secant_growth_is_fast_only_in_the_first_steps(count, expected):
@@ -251,9 +233,9 @@ def test_secant_growth_is_fast_only_in_the_first_steps(count, expected):
 @pytest.mark.parametrize(
     "second_count, limit, expected",
     [
-        (SA.SECANT_LINE_SEARCH_COUNT, 4.6, np.log(50.0)),  # the whole log m, past SECANT_SHRINK
-        (SA.SECANT_LINE_SEARCH_COUNT, 3.5, 3.5),  # bounded by the limit only
-        (SA.SECANT_LINE_SEARCH_COUNT + 1, 4.6, 0.5 * SA.SECANT_SHRINK),  # rate 0.5, early bound
+        (SS.SECANT_LINE_SEARCH_COUNT, 4.6, np.log(50.0)),  # the whole log m, past SECANT_SHRINK
+        (SS.SECANT_LINE_SEARCH_COUNT, 3.5, 3.5),  # bounded by the limit only
+        (SS.SECANT_LINE_SEARCH_COUNT + 1, 4.6, 0.5 * SS.SECANT_SHRINK),  # rate 0.5, early bound
     ],
 )
 def test_secant_takes_the_first_evidence_whole(second_count, limit, expected):

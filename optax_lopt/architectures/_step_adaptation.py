@@ -58,8 +58,9 @@ and ``b`` both scale with the step and flip with the gradient, so ``m`` is uncha
 positive factor applied to the update afterwards and the update stays odd in the gradient.
 
 The agreement rule's pieces (the cosine, the sign agreement, the clipped update of ``s``)
-are ``interpret.step_scale``'s, which also wraps any optax transformation in it; this module holds
-the learned optimizer's state and a rate that may be a traced meta-parameter.
+are ``interpret.step_scale``'s and the secant rule's (its bounds, its fast start, the clipped
+``log m``) are ``interpret.secant_step``'s; each also wraps any optax transformation in its rule.
+This module holds the learned optimizer's state and a rate that may be a traced meta-parameter.
 
 References:
   Baydin, Cornish, Martinez Rubio, Schmidt, Wood, "Online Learning Rate Adaptation with
@@ -77,23 +78,17 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from interpret.secant_step import (
+    SECANT_GROWTH,
+    finite_slope,
+    secant_growth_and_rate,
+    secant_log_multiplier,
+)
 from interpret.step_scale import cosine, next_log_scale, sign_agreement
 from optax_lopt import _numerics
 
 RULES = ("agreement", "secant")
 """How ``s`` is adapted: by the agreement of successive steps, or by the secant's line minimum."""
-
-SECANT_GROWTH = 1.0
-"""Bound on ``log m`` when the secant asks for a longer step (``m`` at most ``e``-fold)."""
-
-SECANT_SHRINK = 3.0
-"""Bound on ``-log m`` when it asks for a shorter one: overshoots are undone faster."""
-
-SECANT_EARLY_STEPS = 10
-"""While fewer updates than this have been taken, growth is bounded by ``SECANT_SHRINK``."""
-
-SECANT_LINE_SEARCH_COUNT = 1
-"""The update (``count``, updates taken before it) at which ``s`` moves by the whole ``log m``."""
 
 
 class StepAdaptationState(NamedTuple):
@@ -121,36 +116,6 @@ def init(params: Any, granularity: str = "tensor", rule: str = "agreement") -> S
         previous_updates=jax.tree.map(_numerics.zeros_for, params),
         previous_slopes=jax.tree.map(scalar, params) if rule == "secant" else (),
     )
-
-
-def secant_log_multiplier(
-    slope_before: jax.Array, slope_after: jax.Array, growth: jax.Array | float = SECANT_GROWTH
-) -> jax.Array:
-    """Clipped ``log`` of the line minimum's multiple of the last step (module docstring).
-
-    Args:
-      slope_before: ``a = g_{t-1} . u_{t-1}``, the loss's slope along the step where it began.
-      slope_after: ``b = g_t . u_{t-1}``, the slope where it ended.
-      growth: the bound on ``log m`` (``SECANT_GROWTH`` by default; may be traced).
-
-    Returns:
-      ``clip(log(a / (a - b)), -SECANT_SHRINK, growth)``, or 0 (no evidence) when the
-      step was not a descent step (``a >= 0``), saw no positive curvature (``b <= a``), or
-      either slope is not finite.
-    """
-    a = jnp.asarray(slope_before, jnp.float32)
-    difference = a - jnp.asarray(slope_after, jnp.float32)  # -(curvature along the step)
-    usable = (a < 0) & (difference < 0) & jnp.isfinite(difference)
-    safe_a = jnp.where(usable, a, -1.0)
-    safe_difference = jnp.where(usable, difference, -1.0)
-    log_m = jnp.clip(jnp.log(safe_a / safe_difference), -SECANT_SHRINK, growth)
-    return jnp.where(usable, log_m, 0.0)
-
-
-def _slope(g: jax.Array, u: jax.Array) -> jax.Array:
-    """``g . u`` in float32 over the finite entries of both."""
-    g, u = (jnp.asarray(x, jnp.float32) for x in (g, u))
-    return jnp.sum(jnp.where(jnp.isfinite(g) & jnp.isfinite(u), g * u, 0.0))
 
 
 def adapt(
@@ -210,13 +175,10 @@ def _adapt_by_secant(state, grads, updates, rate, pull, limit, count):
     """`adapt` with ``rule="secant"``: ``s`` moves by ``rate * log m`` (module docstring)."""
     growth = SECANT_GROWTH
     if count is not None:
-        growth = jnp.where(count < SECANT_EARLY_STEPS, SECANT_SHRINK, SECANT_GROWTH)
-        line_search = count == SECANT_LINE_SEARCH_COUNT
-        growth = jnp.where(line_search, limit, growth)
-        rate = jnp.where(line_search, 1.0, rate)
+        growth, rate = secant_growth_and_rate(count, rate, limit)
 
     def new_scale(s, g, previous, slope_before):
-        log_m = secant_log_multiplier(slope_before, _slope(g, previous), growth)
+        log_m = secant_log_multiplier(slope_before, finite_slope(g, previous), growth)
         return jnp.clip((1.0 - pull(s)) * s + rate * log_m, -limit, limit)
 
     log_scales = jax.tree.map(
@@ -224,7 +186,7 @@ def _adapt_by_secant(state, grads, updates, rate, pull, limit, count):
     )
     scaled = _scaled(updates, log_scales)
     kept = _finite(scaled)
-    slopes = jax.tree.map(_slope, grads, kept)
+    slopes = jax.tree.map(finite_slope, grads, kept)
     return scaled, StepAdaptationState(log_scales, kept, slopes)
 
 

@@ -95,6 +95,7 @@ def test_distill_finds_the_step_adaptation_of_an_adapted_momentum_sgd():
     d = interpret.distill(tx)
     assert "step adaptation" in d.mechanisms and "momentum" in d.mechanisms, d.description
     assert d.spec.adaptation == pytest.approx((0.1, 0.01)) and d.r2 > 0.999
+    assert d.spec.adaptation_rule == "agreement", d.description
     assert d.ablations["step adaptation"].r2 < d.r2 - 0.05
     g = jax.random.normal(jax.random.key(1), (40, 3))
     ours, _ = _steps(d.tx, list(g), jnp.zeros(3))
