@@ -244,10 +244,10 @@ def coupling_finding(r: interpret.Report) -> str:
     c = r.coupling
     if c is None:
         return "Not measured (fewer than two coordinates recorded)."
-    verdict = "yes" if c.component_wise else "no: it reads whole tensors"
+    verdict = "Yes" if c.component_wise else "No: it reads whole tensors"
     return (
-        f"{verdict.capitalize()} (each of {c.num_coordinates} recorded sequences alone "
-        f"reproduces its updates inside one shared tensor with r2 = {_f(c.r2)})."
+        f"{verdict} (the {c.num_coordinates} recorded gradient sequences, each run alone, "
+        f"match the updates they get as the entries of one tensor with r2 = {_f(c.r2)})."
     )
 
 

@@ -20,8 +20,8 @@ from interpret.advantage import (
     advantage_kept,
     scale_by_power_rms,
 )
-from interpret.coupling import Coupling, coupling
 from interpret.clipping import ClippingFit, fit_clipping
+from interpret.coupling import Coupling, coupling
 from interpret.distill import MECHANISMS, Distilled, ModesState, distill, scale_by_modes
 from interpret.figures import (
     plot_eigenvalues,
