@@ -6,8 +6,11 @@ from __future__ import annotations
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
+import optax
 import pytest
 
+import interpret
 import optax_lopt
 from optax_lopt import baselines
 from optax_lopt.reverse_engineering import make_problem, pretrained_baseline
@@ -51,3 +54,20 @@ def test_pretrained_baseline_is_the_metadata_best():
 def test_unknown_family_is_refused():
     with pytest.raises(ValueError):
         make_problem("no_such_family")
+
+
+@pytest.mark.slow
+def test_the_analysis_finds_the_general_optimizers_secant_rule_and_its_coupling():
+    # `general` adapts each tensor's step toward the secant's line minimum (with its fast
+    # start) and reads whole tensors: the one-coordinate fit must name that rule and fit its
+    # updates closely, and the coupling probe must call the optimizer not component-wise.
+    tx = optax_lopt.pretrained("general")
+    problem, _ = make_problem("digits_mlp")
+    recording = interpret.record(tx, problem, num_instances=8, coordinates=16, seed=0)
+    g = recording.gradients[:, np.isfinite(recording.gradients).all(0)][:, :128]
+    d = interpret.distill(tx, gradients=g, schedule_steps=problem.num_steps, ablate=False)
+    assert d.spec.adaptation_rule == "secant", d.description
+    assert d.r2 > 0.95, d.r2
+    c = interpret.coupling(tx, g)
+    assert not c.component_wise and c.r2 < 0.5, c
+    assert interpret.coupling(optax.adam(1e-3), g).component_wise
