@@ -81,7 +81,7 @@ PAPER = {
     "step adaptation": "Not among the paper's mechanisms: a step size that grows while "
     "successive gradients agree with the last update and shrinks when they turn (Rprop's rule, "
     "hypergradient descent), or that moves toward the line minimum the secant of the last "
-    "step's two slopes predicts (Quickprop's ratio), found here by distillation.",
+    "step's two slopes predicts (Quickprop's secant), found here by distillation.",
     "component-wise": "Its learned optimizers are component-wise by construction (one RNN "
     "per coordinate), which is what the one-coordinate analyses above assume.",
 }

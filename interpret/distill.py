@@ -25,8 +25,9 @@ mechanism:
   while gradients keep opposing the last update and shrinking when they turn
   (`interpret.adapt_step_by_agreement`, Rprop's sign rule), or ``s`` moved toward the line
   minimum that the secant of the last step's slopes predicts (`interpret.adapt_step_by_secant`,
-  Quickprop's ratio in the log step size, with its fast start); its rule, rate and decay come
-  from a grid, then a finer one around the choice; it is tried on the best chain without it.
+  Quickprop's per-weight secant in the log step size, with its fast start); its rule, rate
+  and decay come from a grid, then a finer one around the choice; it is tried on the best
+  chain without it.
   The rule is driven by the chain's own previous updates (a few refits, starting from the
   original's), so a chain is scored as it will run, not with the original's updates steering
   its step.

@@ -18,10 +18,11 @@ of all (the slopes at both ends of the first step, at update ``SECANT_LINE_SEARC
 taken whole, rate 1 and growth bounded by ``limit`` only: a line search along the first step.
 
 Per coordinate (``granularity="coordinate"``, what the one-coordinate system sees) the slopes
-are products and ``m = g_{t-1} / (g_{t-1} - g_t)``, the ratio of Quickprop's step; per tensor
-they are dot products over the tensor. ``a`` and ``b`` both scale with the step and flip with
-the gradient, so ``m`` is unchanged by any positive factor applied to the update and an update
-odd in the gradient stays odd. ``optax_lopt``'s ``MLPLOpt(adaptation_rule="secant")`` builds
+are products and ``m = g_{t-1} / (g_{t-1} - g_t)``, Quickprop's secant (whose next step, from
+where the last one ended, is ``m - 1`` times it); per tensor they are dot products over the
+tensor. ``a`` and ``b`` both scale with the step and flip with the gradient, so ``m`` is
+unchanged by any positive factor applied to the update and an update odd in the gradient stays
+odd. ``optax_lopt``'s ``MLPLOpt(adaptation_rule="secant")`` builds
 its meta-learned adaptation from these pieces (one home for the rule); `interpret.distill`
 fits it (the mechanism "step adaptation" with ``rule="secant"``).
 
