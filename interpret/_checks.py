@@ -161,3 +161,24 @@ def coordinates(params: Any, coordinates: Sequence[int] | int | None) -> list:
         leaf = int(np.searchsorted(offsets, c, side="right") - 1)
         out.append((int(c), leaf, int(c - offsets[leaf])))
     return out
+
+
+def replay_arguments(g: Any, u: Any, rate: float, decay: float, limit: float) -> tuple:
+    """The checked arguments of a host-side replay of a step-adaptation rule.
+
+    Returns:
+      ``(g, u, previous, rate, decay, limit)``: ``g`` and ``u`` as ``(T, K)`` float arrays
+      of one shape, ``previous`` the update before each step (zeros before the first), and
+      the checked rate, decay and limit.
+
+    Raises:
+      ValueError: naming the argument that is not what `interpret.agreement_log_scales` documents.
+    """
+    g, u = vector("g", g, ndim=2), vector("u", u, ndim=2)
+    if g.shape != u.shape:
+        raise ValueError(f"g, u: expected the same (T, K) shape, got {g.shape} and {u.shape}.")
+    rate = positive("rate", rate)
+    decay = in_unit_interval("decay", decay, allow_zero=True)
+    limit = positive("limit", limit)
+    previous = np.concatenate([np.zeros_like(u[:1]), u[:-1]])
+    return g, u, previous, rate, decay, limit

@@ -203,13 +203,7 @@ def secant_log_scales(
     Returns:
       ``(T, K)`` log scales (the factor of step ``t`` is ``exp(s_t)``).
     """
-    g, u = _checks.vector("g", g, ndim=2), _checks.vector("u", u, ndim=2)
-    if g.shape != u.shape:
-        raise ValueError(f"g, u: expected the same (T, K) shape, got {g.shape} and {u.shape}.")
-    rate = _checks.positive("rate", rate)
-    decay = _checks.in_unit_interval("decay", decay, allow_zero=True)
-    limit = _checks.positive("limit", limit)
-    previous = np.concatenate([np.zeros_like(u[:1]), u[:-1]])
+    g, u, previous, rate, decay, limit = _checks.replay_arguments(g, u, rate, decay, limit)
     before = np.concatenate([np.zeros_like(u[:1]), g[:-1] * u[:-1]])
     difference = before - g * previous
     usable = (before < 0) & (difference < 0)
