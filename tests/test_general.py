@@ -1,6 +1,6 @@
 """Tests of the shipped general-purpose learned optimizer, ``optax_lopt.pretrained("general")``.
 
-It was meta-trained on a mix of families (``optax_lopt.tasks.GENERAL_MIX``) over horizons of
+It was meta-trained on a mix of families (``optax_lopt.tasks.GENERAL_WIDE_MIX``) over horizons of
 at most 1,000 steps; these tests run it far longer, on problems it never saw
 (``optax_lopt.convergence``; ``benchmarks/long_runs.py`` prints the same figures).
 """
@@ -8,6 +8,7 @@ at most 1,000 steps; these tests run it far longer, on problems it never saw
 from __future__ import annotations
 
 import dataclasses
+import json
 import shlex
 
 import chex
@@ -96,15 +97,39 @@ def test_loads_as_mlp_lopt_with_its_command_and_evaluation():
     chex.assert_trees_all_equal_shapes_and_dtypes(updates, params)
     chex.assert_tree_all_finite(updates)
     metadata = optax_lopt.pretrained_metadata("general")
-    argv = shlex.split(metadata["command"])
-    assert argv[:2] == ["python", "examples/meta_train.py"]
-    flags = dict(a[2:].split("=", 1) for a in argv[2:])
+    flags = _meta_train_flags(metadata["command"])
     assert flags["task_mix"] == "general_wide"
     assert "task" not in flags  # --task_mix overrides --task, so the command does not carry it
     assert flags["architecture"] == "MLPLOpt"
     first = metadata["evaluation"][0]
     assert first["family"] == "digits_conv" and first["num_instances"] >= 128
     assert {"adam", "learned"} <= set(first["objectives"])
+
+
+def _meta_train_flags(command: str) -> dict[str, str]:
+    argv = shlex.split(command)
+    assert argv[:2] == ["python", "examples/meta_train.py"]
+    return dict(a[2:].split("=", 1) for a in argv[2:])
+
+
+def test_metadata_chains_the_two_phases_and_ships_the_meta_trained_config():
+    lopt, _ = optax_lopt.load_pretrained("general")
+    metadata = optax_lopt.pretrained_metadata("general")
+    phase2 = _meta_train_flags(metadata["command"])
+    phase1 = _meta_train_flags(metadata["init_from"]["command"])
+    # Phase 2 starts from phase 1's final weights, whose hash it recorded.
+    assert phase2["init_from"] == phase1["workdir"] + "/final"
+    assert len(metadata["init_from_weights_sha256"]) == 64
+    # Phase 1 had the default (agreement) rule; the secant rule came in phase 2.
+    assert "adaptation_rule" not in json.loads(phase1["architecture_config"])
+    assert optax_lopt.MLPLOpt().adaptation_rule == "agreement"
+    # The configuration shipped is the one phase 2 meta-trained: nothing was set afterwards.
+    for field, value in json.loads(phase2["architecture_config"]).items():
+        shipped = getattr(lopt, field)
+        assert (tuple(shipped) if isinstance(shipped, tuple) else shipped) == (
+            tuple(value) if isinstance(value, list) else value
+        ), field
+    assert "config_changes" not in metadata
 
 
 @pytest.fixture(scope="module")
