@@ -27,7 +27,9 @@ mechanism:
   minimum that the secant of the last step's slopes predicts (`interpret.adapt_step_by_secant`,
   Quickprop's per-weight secant in the log step size, with its fast start); its rule, rate
   and decay come from a grid, then a finer one around the choice; it is tried on the best
-  chain without it.
+  chain without it of each input map, since a step adaptation can change which input map
+  fits best (an RMS-normalised optimizer whose step scale adapts can look sign-like to a
+  chain without the adaptation).
   The rule is driven by the chain's own previous updates (a few refits, starting from the
   original's), so a chain is scored as it will run, not with the original's updates steering
   its step.
@@ -89,6 +91,7 @@ _ADAPTATION_RATES = {"agreement": (0.01, 0.03, 0.1, 0.3), "secant": (0.1, 0.3, 1
 _FINE_DECAYS = (0.0, 0.003, 0.01, 0.03, 0.1)
 _ADAPTATION_DECAYS = _FINE_DECAYS[::2]  # (0, 0.01, 0.1): the coarse grid's decays
 _PARSIMONY = 2e-3
+_INPUT_MAPS = ("none", "sign", "normalise")
 _SELF_CONSISTENT_FITS = 4  # fits of a chain with step adaptation (see `_fit`)
 
 
@@ -415,7 +418,7 @@ def _without(spec: Spec, mechanism: str) -> Spec:
 
 def _candidates(clip, betas, schedule_allowed):
     for clip_, input_map, output_sign in itertools.product(
-        (None, clip) if clip is not None else (None,), ("none", "sign", "normalise"), (False, True)
+        (None, clip) if clip is not None else (None,), _INPUT_MAPS, (False, True)
     ):
         decays = _RMS_DECAYS if input_map == "normalise" else (0.99,)
         for decay in decays:
@@ -480,9 +483,13 @@ def distill(
     found = _own_modes(system, g) if betas is None else betas
     extra = [float(b) for b in np.asarray(found, np.float64).ravel() if 0 < b < 1]
     bank = tuple(sorted(set(BETA_BANK) | {round(b, 6) for b in extra}))
-    candidates = _candidates(_clip_threshold(system, g), bank, schedule_steps is not None)
-    best = _best_candidate(candidates, g, u)
-    best = _best_candidate(_adaptations(best[1], bank, _coarse()), g, u, incumbent=best)
+    candidates = list(_candidates(_clip_threshold(system, g), bank, schedule_steps is not None))
+    bases = [
+        _best_candidate([c for c in candidates if c.input_map == m], g, u) for m in _INPUT_MAPS
+    ]
+    best = max(bases, key=_penalised)
+    adapted = [a for base in bases for a in _adaptations(base[1], bank, _coarse())]
+    best = _best_candidate(adapted, g, u, incumbent=best)
     if best[1].adaptation is not None:
         finer = _finer(best[1].adaptation_rule, *best[1].adaptation)
         best = _best_candidate(_adaptations(best[1], bank, finer), g, u, incumbent=best)
@@ -510,8 +517,7 @@ def _best_candidate(candidates, g: np.ndarray, u: np.ndarray, incumbent=None):
     """
     scored = []
     if incumbent is not None:
-        r2, spec = incumbent[0], incumbent[1]
-        scored.append((r2 - _PARSIMONY * len(spec.mechanisms), *incumbent))
+        scored.append((_penalised(incumbent), *incumbent))
     candidates = list(candidates)
     adapted = [c for c in candidates if c.adaptation is not None]
     for spec in [c for c in candidates if c.adaptation is None]:
@@ -523,6 +529,11 @@ def _best_candidate(candidates, g: np.ndarray, u: np.ndarray, incumbent=None):
             break
         scored.append(_scored(spec, _fit(spec, g, u)))
     return max(scored, key=lambda item: item[0])[1:]
+
+
+def _penalised(candidate) -> float:
+    """The parsimony-penalised r2 of an ``(r2, spec, ...)`` tuple (ties: the first wins)."""
+    return candidate[0] - _PARSIMONY * len(candidate[1].mechanisms)
 
 
 def _scored(spec: Spec, fit) -> tuple:

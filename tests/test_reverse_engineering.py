@@ -58,15 +58,20 @@ def test_unknown_family_is_refused():
 
 @pytest.mark.slow
 def test_the_analysis_finds_the_general_optimizers_secant_rule_and_its_coupling():
-    # `general` adapts each tensor's step toward the secant's line minimum (with its fast
-    # start) and reads whole tensors: the one-coordinate fit must name that rule and fit its
-    # updates closely, and the coupling probe must call the optimizer not component-wise.
+    # `general` RMS-normalises its features, adapts each tensor's step toward the secant's
+    # line minimum (with its fast start) at a known rate, and reads whole tensors: the
+    # one-coordinate fit must name that input map and rule, find a rate near the shipped one
+    # and fit its updates closely, and the coupling probe must call it not component-wise.
+    lopt, theta = optax_lopt.load_pretrained("general")
+    shipped_rate = lopt.step_adaptation * float(np.exp(theta["adaptation"]))
     tx = optax_lopt.pretrained("general")
     problem, _ = make_problem("digits_mlp")
     recording = interpret.record(tx, problem, num_instances=8, coordinates=16, seed=0)
     g = recording.gradients[:, np.isfinite(recording.gradients).all(0)][:, :128]
     d = interpret.distill(tx, gradients=g, schedule_steps=problem.num_steps, ablate=False)
     assert d.spec.adaptation_rule == "secant", d.description
+    assert d.spec.input_map == "normalise", d.description
+    assert shipped_rate / 1.5 < d.spec.adaptation[0] < shipped_rate * 1.5, (d.spec, shipped_rate)
     assert d.r2 > 0.95, d.r2
     c = interpret.coupling(tx, g)
     assert not c.component_wise and c.r2 < 0.5, c
