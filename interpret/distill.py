@@ -241,14 +241,23 @@ def _scales(u: np.ndarray, f: np.ndarray, per_step: bool) -> np.ndarray:
 
 
 def _fit_weights(u, feats, per_step, iterations=12):
-    """Weights w and per-step scales s with u_t ~ s_t * sum_k w_k f_k,t (alternating LS)."""
+    """Weights w and per-step scales s with u_t ~ s_t * sum_k w_k f_k,t (alternating LS).
+
+    Each step's inner products over coordinates are taken once, so every iteration solves
+    the small normal equations instead of touching the ``(T, K)`` arrays again."""
+    f = np.stack(feats)  # (n, T, K)
+    gram = np.einsum("itk,jtk->tij", f, f)  # per step: sum over coordinates of f_i f_j
+    cross = np.einsum("itk,tk->ti", f, u)  # per step: sum over coordinates of f_i u
     s = np.ones(len(u))
     for _ in range(iterations if per_step else 1):
-        x = np.stack([(s[:, None] * f).ravel() for f in feats], 1)
-        w, *_ = np.linalg.lstsq(x, u.ravel(), rcond=None)
-        z = np.tensordot(w, np.stack(feats), 1)
-        s = _scales(u, z, per_step)
-    return w, s, s[:, None] * z
+        w, *_ = np.linalg.lstsq(np.einsum("t,tij->ij", s * s, gram), cross.T @ s, rcond=None)
+        zu, zz = cross @ w, np.einsum("i,tij,j->t", w, gram, w)
+        s = (
+            zu / np.maximum(zz, 1e-300)
+            if per_step
+            else np.full(len(u), zu.sum() / max(zz.sum(), 1e-300))
+        )
+    return w, s, s[:, None] * np.tensordot(w, f, 1)
 
 
 def _fit_linear(u, feats, betas, per_step, max_modes=3, min_gain=2e-3):
