@@ -235,9 +235,15 @@ def _input(g: np.ndarray, spec: Spec) -> np.ndarray:
 
 
 def _scales(u: np.ndarray, f: np.ndarray, per_step: bool) -> np.ndarray:
+    return _scales_from_sums(np.sum(u * f, 1), np.sum(f * f, 1), per_step)
+
+
+def _scales_from_sums(uf: np.ndarray, ff: np.ndarray, per_step: bool) -> np.ndarray:
+    """Least-squares scales of ``f`` toward ``u`` from each step's ``sum u f`` and ``sum f f``:
+    one per step, or one for the whole run."""
     if per_step:
-        return np.sum(u * f, 1) / np.maximum(np.sum(f * f, 1), 1e-300)
-    return np.full(len(u), np.sum(u * f) / max(np.sum(f * f), 1e-300))
+        return uf / np.maximum(ff, 1e-300)
+    return np.full(len(uf), np.sum(uf) / max(np.sum(ff), 1e-300))
 
 
 def _fit_weights(u, feats, per_step, iterations=12):
@@ -251,12 +257,7 @@ def _fit_weights(u, feats, per_step, iterations=12):
     s = np.ones(len(u))
     for _ in range(iterations if per_step else 1):
         w, *_ = np.linalg.lstsq(np.einsum("t,tij->ij", s * s, gram), cross.T @ s, rcond=None)
-        zu, zz = cross @ w, np.einsum("i,tij,j->t", w, gram, w)
-        s = (
-            zu / np.maximum(zz, 1e-300)
-            if per_step
-            else np.full(len(u), zu.sum() / max(zz.sum(), 1e-300))
-        )
+        s = _scales_from_sums(cross @ w, np.einsum("i,tij,j->t", w, gram, w), per_step)
     return w, s, s[:, None] * np.tensordot(w, f, 1)
 
 

@@ -124,12 +124,19 @@ def test_metadata_chains_the_two_phases_and_ships_the_meta_trained_config():
     assert "adaptation_rule" not in json.loads(phase1["architecture_config"])
     assert optax_lopt.MLPLOpt().adaptation_rule == "agreement"
     # The configuration shipped is the one phase 2 meta-trained: nothing was set afterwards.
+    shipped = json.loads(json.dumps(dataclasses.asdict(lopt)))  # tuples as JSON lists
     for field, value in json.loads(phase2["architecture_config"]).items():
-        shipped = getattr(lopt, field)
-        assert (tuple(shipped) if isinstance(shipped, tuple) else shipped) == (
-            tuple(value) if isinstance(value, list) else value
-        ), field
+        assert shipped[field] == value, field
     assert "config_changes" not in metadata
+
+
+def test_adaptation_rate_is_the_documented_one_and_needs_step_adaptation():
+    lopt, theta = optax_lopt.load_pretrained("general")
+    chex.assert_trees_all_close(
+        lopt.adaptation_rate(theta), lopt.step_adaptation * jnp.exp(theta["adaptation"])
+    )
+    with pytest.raises(ValueError, match="step_adaptation"):
+        optax_lopt.MLPLOpt().adaptation_rate(theta)
 
 
 @pytest.fixture(scope="module")

@@ -63,7 +63,7 @@ def test_the_analysis_finds_the_general_optimizers_secant_rule_and_its_coupling(
     # one-coordinate fit must name that input map and rule, find a rate near the shipped one
     # and fit its updates closely, and the coupling probe must call it not component-wise.
     lopt, theta = optax_lopt.load_pretrained("general")
-    shipped_rate = lopt.step_adaptation * float(np.exp(theta["adaptation"]))
+    shipped_rate = float(lopt.adaptation_rate(theta))
     tx = optax_lopt.pretrained("general")
     problem, _ = make_problem("digits_mlp")
     recording = interpret.record(tx, problem, num_instances=8, coordinates=16, seed=0)

@@ -342,16 +342,25 @@ class MLPLOpt(LearnedOptimizer):
             odd = tuple(k for k in range(self.num_inputs) if k not in even)
         return F.mlp_updates(features, theta, time_bias, self.step_mult, self.exp_mult, odd)
 
+    def adaptation_rate(self, theta: MetaParams) -> jax.Array:
+        """The step adaptation's rate, ``step_adaptation * exp(theta["adaptation"])``.
+
+        Raises:
+          ValueError: if the optimizer has no step adaptation (``step_adaptation=None``).
+        """
+        if self.step_adaptation is None:
+            raise ValueError("step_adaptation: this MLPLOpt has none (None), so it has no rate.")
+        return self.step_adaptation * jnp.exp(theta["adaptation"])
+
     def _adapt(self, updates, grads, state, theta):
         """``updates`` times the adapted per-tensor step scales, and the new adaptation state."""
         if self.step_adaptation is None:
             return updates, ()
-        rate = self.step_adaptation * jnp.exp(theta["adaptation"])
         return _step_adaptation.adapt(
             state.step_adaptation,
             grads,
             updates,
-            rate,
+            self.adaptation_rate(theta),
             self.adaptation_decay,
             self.adaptation_limit,
             self.adaptation_granularity,
