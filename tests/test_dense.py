@@ -1,6 +1,6 @@
-"""`muladd_dense`: the multiply-add dense layer and its hand-written derivative rule.
+"""`muladd_dense` and `muladd_mlp`: multiply-add layers and their hand-written derivative rules.
 
-Known answer: the plain multiply-add form differentiated by JAX itself. The rule must agree
+Known answer: the plain multiply-add form differentiated by JAX itself. The rules must agree
 with it in value, reverse mode (every argument, and the weights alone, where the inputs'
 tangents are symbolic zeros), forward mode (``jax.jacfwd``, which `interpret` uses) and
 under ``vmap``; per-coordinate biases must work as scalar ones do.
@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import pytest
 
 from optax_lopt.architectures import _features as F
-from optax_lopt.architectures._dense import _muladd, muladd_dense
+from optax_lopt.architectures._dense import _muladd, _relu_chain, muladd_dense, muladd_mlp
 
 FAN_IN, FAN_OUT, SIZE = 5, 7, 64
 
@@ -86,3 +86,65 @@ def test_elementwise_mlp_gradient_matches_dot_form():
     chex.assert_trees_all_close(
         ours, jax.tree.map(lambda *g: sum(g), *one_entry), rtol=1e-4, atol=1e-5
     )
+
+
+def _mlp_args(per_coordinate_bias: bool):
+    """Two layers (5 -> 7 -> 3) on 64 coordinates, inputs that cross 0 (so the masks matter)."""
+    keys = jax.random.split(jax.random.key(2), FAN_IN + 4)
+    inputs = tuple(jax.random.normal(k, (SIZE,)) for k in keys[:FAN_IN])
+    weights = (
+        jax.random.normal(keys[FAN_IN], (FAN_IN, FAN_OUT)),
+        jax.random.normal(keys[FAN_IN + 1], (FAN_OUT, 3)),
+    )
+    first = (FAN_OUT, SIZE) if per_coordinate_bias else (FAN_OUT,)
+    biases = (
+        tuple(jax.random.normal(keys[FAN_IN + 2], first)),
+        tuple(jax.random.normal(keys[FAN_IN + 3], (3,))),
+    )
+    return inputs, weights, biases
+
+
+def _mlp_loss(mlp, relu_inputs):
+    return lambda x, w, b: sum(
+        jnp.sum(jnp.tanh(o) * (j + 1)) for j, o in enumerate(mlp(x, w, b, relu_inputs))
+    )
+
+
+@pytest.mark.parametrize("relu_inputs", [False, True])
+@pytest.mark.parametrize("per_coordinate_bias", [False, True])
+def test_mlp_value_and_reverse_mode_match_plain_autodiff(per_coordinate_bias, relu_inputs):
+    args = _mlp_args(per_coordinate_bias)
+    chex.assert_trees_all_close(
+        muladd_mlp(*args, relu_inputs), _relu_chain(*args, relu_inputs), rtol=1e-6
+    )
+    for argnums in ((0, 1, 2), (1,), (0,), (2,)):
+        ours = jax.jit(jax.grad(_mlp_loss(muladd_mlp, relu_inputs), argnums))(*args)
+        plain = jax.jit(jax.grad(_mlp_loss(_relu_chain, relu_inputs), argnums))(*args)
+        chex.assert_trees_all_close(ours, plain, rtol=1e-5, atol=1e-5)
+
+
+def test_mlp_forward_mode_and_second_order_match_plain_autodiff():
+    inputs, weights, biases = _mlp_args(False)
+
+    def jac(mlp):
+        return jax.jacfwd(lambda x, w: jnp.stack(mlp(x, w, biases, False)), (0, 1))(
+            inputs, weights
+        )
+
+    def hess(mlp):
+        return jax.hessian(lambda w: _mlp_loss(mlp, False)(inputs, w, biases))(weights)
+
+    chex.assert_trees_all_close(jac(muladd_mlp), jac(_relu_chain), rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(hess(muladd_mlp), hess(_relu_chain), rtol=1e-4, atol=1e-5)
+
+
+def test_mlp_vmapped_gradient_matches_per_example_gradient():
+    inputs, weights, biases = _mlp_args(True)
+    grad = jax.grad(_mlp_loss(muladd_mlp, False), 1)
+    scales = jnp.array([1.0, 2.0, -1.0])
+    batched = jax.vmap(lambda c: grad(inputs, jax.tree.map(lambda w: c * w, weights), biases))(
+        scales
+    )
+    for i in range(3):
+        one = grad(inputs, jax.tree.map(lambda w, c=scales[i]: c * w, weights), biases)
+        chex.assert_trees_all_close(jax.tree.map(lambda b: b[i], batched), one, rtol=1e-6)

@@ -14,10 +14,17 @@ weights' tangent enters through one ``stack(x) @ t_w``; reverse mode transposes 
 form (it fuses, and forward-mode users such as ``jax.jacfwd`` in `interpret` need it). Zero
 tangents stay symbolic, so differentiating only with respect to the weights, as
 meta-training does, computes no input tangents at all.
+
+`muladd_mlp` does the same for a whole ReLU network: multiply-adds in the primal, which fuse
+into one loop, and a forward-mode rule that carries every layer as one stacked
+``(fan_out, coords)`` array. Reverse mode through an unroll (truncated backpropagation)
+stores what the backward pass needs per step; as separate arrays per hidden unit that is one
+small kernel and one stored buffer each, stacked it is a few.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import jax
@@ -107,3 +114,87 @@ def _dot_dense(inputs, w: jax.Array, biases) -> tuple:
 
 
 muladd_dense.defjvp(_muladd_dense_jvp, symbolic_zeros=True)
+
+
+def _relu_chain(inputs, weights, biases, relu_inputs: bool) -> tuple:
+    """The multiply-add MLP: ``relu`` between layers (and on the inputs if ``relu_inputs``)."""
+    h = [jax.nn.relu(x) for x in inputs] if relu_inputs else list(inputs)
+    for layer, (w, b) in enumerate(zip(weights, biases, strict=True)):
+        h = _muladd(h, w, b)
+        if layer < len(weights) - 1:
+            h = [jax.nn.relu(x) for x in h]
+    return tuple(h)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(3,))
+def muladd_mlp(inputs: tuple, weights: tuple, biases: tuple, relu_inputs: bool = False) -> tuple:
+    """A ReLU MLP over same-shape arrays, each layer a `muladd_dense`.
+
+    Args:
+      inputs: ``fan_in`` arrays of one shape and dtype.
+      weights: per layer, its ``(fan_in, fan_out)`` weights of the inputs' dtype.
+      biases: per layer, a tuple of ``fan_out`` arrays of the inputs' dtype, each
+        broadcastable to the inputs.
+      relu_inputs: apply ``relu`` to the inputs first (they are pre-activations).
+
+    Returns:
+      The last layer's ``fan_out`` arrays, of the inputs' shape (a tuple); no ``relu`` after
+      the last layer.
+    """
+    return _relu_chain(inputs, weights, biases, relu_inputs)
+
+
+def _stacked(arrays, shape, dtype) -> jax.Array | None:
+    """``arrays`` (symbolic zeros allowed) as one ``(len, prod(shape))`` array; None if all zero."""
+    if all(_is_zero(a) for a in arrays):
+        return None
+    zero = jnp.zeros(shape, dtype)
+    return jnp.stack([zero if _is_zero(a) else jnp.broadcast_to(a, shape) for a in arrays]).reshape(
+        len(arrays), -1
+    )
+
+
+def _stacked_bias(biases, shape, dtype) -> jax.Array | None:
+    """Biases as ``(fan_out, 1)`` when all are scalars, else ``(fan_out, prod(shape))``."""
+    if all(_is_zero(b) or jnp.ndim(b) == 0 for b in biases):
+        if all(_is_zero(b) for b in biases):
+            return None
+        zero = jnp.zeros((), dtype)
+        return jnp.stack([zero if _is_zero(b) else b for b in biases])[:, None]
+    return _stacked(biases, shape, dtype)
+
+
+def _add(*terms):
+    live = [t for t in terms if t is not None]
+    return sum(live[1:], live[0]) if live else None
+
+
+def _muladd_mlp_jvp(relu_inputs, primals, tangents):
+    inputs, weights, biases = primals
+    t_inputs, t_weights, t_biases = tangents
+    shape, dtype = inputs[0].shape, inputs[0].dtype
+    x = jnp.stack(inputs).reshape(len(inputs), -1)
+    tx = _stacked(t_inputs, shape, dtype)
+    if relu_inputs:
+        mask = x > 0
+        x = jnp.where(mask, x, 0)
+        tx = None if tx is None else jnp.where(mask, tx, 0)
+    for layer, (w, b, tw, tb) in enumerate(zip(weights, biases, t_weights, t_biases, strict=True)):
+        pre = w.T @ x + _stacked_bias(b, shape, dtype)
+        tx = _add(
+            None if tx is None else w.T @ tx,
+            None if _is_zero(tw) else tw.T @ x,
+            _stacked_bias(tb, shape, dtype),
+        )
+        if layer < len(weights) - 1:
+            mask = pre > 0
+            x = jnp.where(mask, pre, 0)
+            tx = None if tx is None else jnp.where(mask, tx, 0)
+        else:
+            x = pre
+    fan_out = x.shape[0]
+    t_out = jnp.zeros_like(x) if tx is None else jnp.broadcast_to(tx, x.shape)
+    return tuple(x.reshape(fan_out, *shape)), tuple(t_out.reshape(fan_out, *shape))
+
+
+muladd_mlp.defjvp(_muladd_mlp_jvp, symbolic_zeros=True)

@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from optax_lopt import _checks, _numerics
-from optax_lopt.architectures._dense import muladd_dense
+from optax_lopt.architectures._dense import muladd_dense, muladd_mlp
 
 FEATURE_LIMIT = 1e15
 """Features are clipped to this magnitude before normalisation, so that the mean of their
@@ -536,9 +536,16 @@ def elementwise_dense(
 
 
 def elementwise_mlp(
-    inputs: Sequence[jax.Array], layers: Sequence[dict], first_bias: Sequence[Any] | None = None
+    inputs: Sequence[jax.Array],
+    layers: Sequence[dict],
+    first_bias: Sequence[Any] | None = None,
+    relu_inputs: bool = False,
 ) -> list[jax.Array]:
     """Applies a ReLU MLP coordinate-wise to a list of same-shape feature arrays.
+
+    Inputs of more than `DOT_MAX_SIZE` entries go through `muladd_mlp` (multiply-adds that
+    fuse into one loop, derivatives on stacked layers); smaller ones through one ``dot`` per
+    layer (`elementwise_dense`).
 
     Args:
       inputs: features, each of the same shape.
@@ -546,15 +553,23 @@ def elementwise_mlp(
       first_bias: optional terms added to the first layer's bias: a ``(fan_out,)`` array
         (per-step terms such as the step embedding) or ``fan_out`` arrays broadcastable to
         the inputs (per-tensor context laid out per coordinate).
+      relu_inputs: the inputs are pre-activations: apply ``relu`` to them first.
 
     Returns:
       The output arrays (one per output unit), each of the inputs' shape.
     """
-    h = list(inputs)
+    dtype = inputs[0].dtype
+    biases = []
     for i, layer in enumerate(layers):
-        b = layer["b"]
+        b = [layer["b"][j] for j in range(layer["b"].shape[0])]
         if i == 0 and first_bias is not None:
-            b = [b[j] + first_bias[j] for j in range(b.shape[0])]
+            b = [b[j] + first_bias[j] for j in range(len(b))]
+        biases.append(tuple(jnp.asarray(x).astype(dtype) for x in b))
+    if inputs[0].size > DOT_MAX_SIZE:
+        weights = tuple(layer["w"].astype(dtype) for layer in layers)
+        return list(muladd_mlp(tuple(inputs), weights, tuple(biases), relu_inputs))
+    h = [jax.nn.relu(x) for x in inputs] if relu_inputs else list(inputs)
+    for i, (layer, b) in enumerate(zip(layers, biases, strict=True)):
         h = elementwise_dense(h, layer["w"], b)
         if i < len(layers) - 1:
             h = [jax.nn.relu(x) for x in h]
@@ -658,8 +673,7 @@ def _odd_update(
     updates = []
     for sign in (1.0, -1.0):
         pre = [a + sign * c for a, c in zip(kept, flipped, strict=True)]
-        h = [jax.nn.relu(x) for x in pre[:hidden]]
-        direction, magnitude = elementwise_mlp(h, layers[1:])
+        direction, magnitude = elementwise_mlp(pre[:hidden], layers[1:], relu_inputs=True)
         updates.append(
             direction_magnitude_step(
                 direction + pre[hidden], magnitude + pre[hidden + 1], step_mult, exp_mult
