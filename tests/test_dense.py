@@ -127,9 +127,7 @@ def test_mlp_forward_mode_and_second_order_match_plain_autodiff():
     inputs, weights, biases = _mlp_args(False)
 
     def jac(mlp):
-        return jax.jacfwd(lambda x, w: jnp.stack(mlp(x, w, biases, False)), (0, 1))(
-            inputs, weights
-        )
+        return jax.jacfwd(lambda x, w: jnp.stack(mlp(x, w, biases, False)), (0, 1))(inputs, weights)
 
     def hess(mlp):
         return jax.hessian(lambda w: _mlp_loss(mlp, False)(inputs, w, biases))(weights)
@@ -147,4 +145,4 @@ def test_mlp_vmapped_gradient_matches_per_example_gradient():
     )
     for i in range(3):
         one = grad(inputs, jax.tree.map(lambda w, c=scales[i]: c * w, weights), biases)
-        chex.assert_trees_all_close(jax.tree.map(lambda b: b[i], batched), one, rtol=1e-6)
+        chex.assert_trees_all_close(jax.tree.map(lambda b, i=i: b[i], batched), one, rtol=1e-6)
