@@ -128,7 +128,10 @@ def _relu_chain(inputs, weights, biases, relu_inputs: bool) -> tuple:
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(3,))
 def muladd_mlp(inputs: tuple, weights: tuple, biases: tuple, relu_inputs: bool = False) -> tuple:
-    """A ReLU MLP over same-shape arrays, each layer a `muladd_dense`.
+    """A ReLU MLP over same-shape arrays, each layer multiply-adds as in `muladd_dense`.
+
+    Under differentiation the rule evaluates the layers as stacked matrix products, so the
+    primal it returns agrees with the multiply-add form up to float rounding.
 
     Args:
       inputs: ``fan_in`` arrays of one shape and dtype.
