@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+import optax_lopt
+from optax_lopt import meta, tasks
 from optax_lopt.architectures import _features as F
 from optax_lopt.architectures._dense import _muladd, _relu_chain, muladd_dense, muladd_mlp
 
@@ -152,9 +154,6 @@ def test_mlp_vmapped_gradient_matches_per_example_gradient():
 def test_truncated_bptt_through_mlp_lopt_matches_plain_autodiff(monkeypatch, antisymmetric):
     # The rule sits under the whole meta-gradient: swapping in the plain multiply-add MLP
     # (JAX's own derivative) must give the same truncated-BPTT gradient.
-    import optax_lopt
-    from optax_lopt import meta, tasks
-
     lopt = optax_lopt.MLPLOpt(antisymmetric=antisymmetric)
     theta = lopt.init(jax.random.key(3))
     est = meta.TruncatedBPTT(
