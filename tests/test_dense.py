@@ -16,7 +16,7 @@ import pytest
 import optax_lopt
 from optax_lopt import meta, tasks
 from optax_lopt.architectures import _features as F
-from optax_lopt.architectures._dense import _muladd, _relu_chain, muladd_dense, muladd_mlp
+from optax_lopt.architectures._dense import _muladd, muladd_dense, muladd_mlp, relu_chain
 
 FAN_IN, FAN_OUT, SIZE = 5, 7, 64
 
@@ -117,11 +117,11 @@ def _mlp_loss(mlp, relu_inputs):
 def test_mlp_value_and_reverse_mode_match_plain_autodiff(per_coordinate_bias, relu_inputs):
     args = _mlp_args(per_coordinate_bias)
     chex.assert_trees_all_close(
-        muladd_mlp(*args, relu_inputs), _relu_chain(*args, relu_inputs), rtol=1e-6
+        muladd_mlp(*args, relu_inputs), relu_chain(*args, relu_inputs), rtol=1e-6
     )
     for argnums in ((0, 1, 2), (1,), (0,), (2,)):
         ours = jax.jit(jax.grad(_mlp_loss(muladd_mlp, relu_inputs), argnums))(*args)
-        plain = jax.jit(jax.grad(_mlp_loss(_relu_chain, relu_inputs), argnums))(*args)
+        plain = jax.jit(jax.grad(_mlp_loss(relu_chain, relu_inputs), argnums))(*args)
         chex.assert_trees_all_close(ours, plain, rtol=1e-5, atol=1e-5)
 
 
@@ -134,8 +134,8 @@ def test_mlp_forward_mode_and_second_order_match_plain_autodiff():
     def hess(mlp):
         return jax.hessian(lambda w: _mlp_loss(mlp, False)(inputs, w, biases))(weights)
 
-    chex.assert_trees_all_close(jac(muladd_mlp), jac(_relu_chain), rtol=1e-5, atol=1e-6)
-    chex.assert_trees_all_close(hess(muladd_mlp), hess(_relu_chain), rtol=1e-4, atol=1e-5)
+    chex.assert_trees_all_close(jac(muladd_mlp), jac(relu_chain), rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(hess(muladd_mlp), hess(relu_chain), rtol=1e-4, atol=1e-5)
 
 
 def test_mlp_vmapped_gradient_matches_per_example_gradient():
@@ -165,7 +165,7 @@ def test_truncated_bptt_through_mlp_lopt_matches_plain_autodiff(monkeypatch, ant
         return jax.jit(est.meta_gradient)(theta, state, jax.random.key(5))[0]
 
     ours = gradient()
-    monkeypatch.setattr(F, "muladd_mlp", _relu_chain)
+    monkeypatch.setattr(F, "muladd_mlp", relu_chain)
     plain = gradient()
     assert max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(ours)) > 0
     chex.assert_trees_all_close(ours, plain, rtol=1e-4, atol=1e-7)

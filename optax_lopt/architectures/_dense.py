@@ -116,11 +116,15 @@ def _dot_dense(inputs, w: jax.Array, biases) -> tuple:
 muladd_dense.defjvp(_muladd_dense_jvp, symbolic_zeros=True)
 
 
-def _relu_chain(inputs, weights, biases, relu_inputs: bool) -> tuple:
-    """The multiply-add MLP: ``relu`` between layers (and on the inputs if ``relu_inputs``)."""
+def relu_chain(inputs, weights, biases, relu_inputs: bool = False, dense=_muladd) -> tuple:
+    """``dense`` layers with ``relu`` between them (and on the inputs if ``relu_inputs``).
+
+    ``dense(h, w, b)`` maps a list of arrays to a list; by default the multiply-adds of
+    `muladd_dense`'s primal.
+    """
     h = [jax.nn.relu(x) for x in inputs] if relu_inputs else list(inputs)
     for layer, (w, b) in enumerate(zip(weights, biases, strict=True)):
-        h = _muladd(h, w, b)
+        h = dense(h, w, b)
         if layer < len(weights) - 1:
             h = [jax.nn.relu(x) for x in h]
     return tuple(h)
@@ -144,7 +148,7 @@ def muladd_mlp(inputs: tuple, weights: tuple, biases: tuple, relu_inputs: bool =
       The last layer's ``fan_out`` arrays, of the inputs' shape (a tuple); no ``relu`` after
       the last layer.
     """
-    return _relu_chain(inputs, weights, biases, relu_inputs)
+    return relu_chain(inputs, weights, biases, relu_inputs)
 
 
 def _stacked(arrays, shape, dtype) -> jax.Array | None:
@@ -172,6 +176,12 @@ def _add(*terms):
     return sum(live[1:], live[0]) if live else None
 
 
+def _relu_jvp(x, tx):
+    """``relu`` of a stacked layer and its tangent (None: zero), sharing one mask."""
+    mask = x > 0
+    return jnp.where(mask, x, 0), None if tx is None else jnp.where(mask, tx, 0)
+
+
 def _muladd_mlp_jvp(relu_inputs, primals, tangents):
     inputs, weights, biases = primals
     t_inputs, t_weights, t_biases = tangents
@@ -179,9 +189,7 @@ def _muladd_mlp_jvp(relu_inputs, primals, tangents):
     x = jnp.stack(inputs).reshape(len(inputs), -1)
     tx = _stacked(t_inputs, shape, dtype)
     if relu_inputs:
-        mask = x > 0
-        x = jnp.where(mask, x, 0)
-        tx = None if tx is None else jnp.where(mask, tx, 0)
+        x, tx = _relu_jvp(x, tx)
     for layer, (w, b, tw, tb) in enumerate(zip(weights, biases, t_weights, t_biases, strict=True)):
         pre = w.T @ x + _stacked_bias(b, shape, dtype)
         tx = _add(
@@ -189,12 +197,7 @@ def _muladd_mlp_jvp(relu_inputs, primals, tangents):
             None if _is_zero(tw) else tw.T @ x,
             _stacked_bias(tb, shape, dtype),
         )
-        if layer < len(weights) - 1:
-            mask = pre > 0
-            x = jnp.where(mask, pre, 0)
-            tx = None if tx is None else jnp.where(mask, tx, 0)
-        else:
-            x = pre
+        x, tx = _relu_jvp(pre, tx) if layer < len(weights) - 1 else (pre, tx)
     fan_out = x.shape[0]
     t_out = jnp.zeros_like(x) if tx is None else jnp.broadcast_to(tx, x.shape)
     return tuple(x.reshape(fan_out, *shape)), tuple(t_out.reshape(fan_out, *shape))

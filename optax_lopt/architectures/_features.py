@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from optax_lopt import _checks, _numerics
-from optax_lopt.architectures._dense import muladd_dense, muladd_mlp
+from optax_lopt.architectures._dense import muladd_dense, muladd_mlp, relu_chain
 
 FEATURE_LIMIT = 1e15
 """Features are clipped to this magnitude before normalisation, so that the mean of their
@@ -565,15 +565,10 @@ def elementwise_mlp(
         if i == 0 and first_bias is not None:
             b = [b[j] + first_bias[j] for j in range(len(b))]
         biases.append(tuple(jnp.asarray(x).astype(dtype) for x in b))
+    weights = tuple(layer["w"].astype(dtype) for layer in layers)
     if inputs[0].size > DOT_MAX_SIZE:
-        weights = tuple(layer["w"].astype(dtype) for layer in layers)
         return list(muladd_mlp(tuple(inputs), weights, tuple(biases), relu_inputs))
-    h = [jax.nn.relu(x) for x in inputs] if relu_inputs else list(inputs)
-    for i, (layer, b) in enumerate(zip(layers, biases, strict=True)):
-        h = elementwise_dense(h, layer["w"], b)
-        if i < len(layers) - 1:
-            h = [jax.nn.relu(x) for x in h]
-    return h
+    return list(relu_chain(inputs, weights, biases, relu_inputs, dense=elementwise_dense))
 
 
 def _per_coordinate(values: Sequence[Any], sizes: Sequence[int], dtype: Any) -> jax.Array:
