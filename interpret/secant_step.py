@@ -11,11 +11,13 @@ The slope difference ``b - a`` is the curvature along the step (a secant, as in 
 Barzilai-Borwein step), so a step ten times too short is lengthened about ``10 ** rate``-fold
 at once, where the agreement rule (`interpret.adapt_step_by_agreement`) would only say that it
 was too short. A step that was not a descent step (``a >= 0``) or saw no positive curvature
-(``b <= a``) is no evidence: ``s`` only decays. ``growth`` is ``SECANT_GROWTH`` (grow slowly,
-back off fast), except at the start of a run, which has no estimate of its scale yet: in the
-first ``SECANT_EARLY_STEPS`` updates growth is bounded as shrinking is, and the first evidence
-of all (the slopes at both ends of the first step, at update ``SECANT_LINE_SEARCH_COUNT``) is
-taken whole, rate 1 and growth bounded by ``limit`` only: a line search along the first step.
+(``b <= a``) is no evidence: ``s`` only decays (`secant_log_multiplier`'s ``steepening``
+can make a steeper slope, ``b < a``, evidence for a longer step). ``growth`` is
+``SECANT_GROWTH`` (grow slowly, back off fast), except at the start of a run, which has no
+estimate of its scale yet: in the first ``SECANT_EARLY_STEPS`` updates growth is bounded as
+shrinking is, and the first evidence of all (the slopes at both ends of the first step, at
+update ``SECANT_LINE_SEARCH_COUNT``) is taken whole, rate 1 and growth bounded by ``limit``
+only: a line search along the first step.
 
 Per coordinate (``granularity="coordinate"``, what the one-coordinate system sees) the slopes
 are products and ``m = g_{t-1} / (g_{t-1} - g_t)``, Quickprop's secant (whose next step, from
@@ -78,7 +80,10 @@ class SecantState(NamedTuple):
 
 
 def secant_log_multiplier(
-    slope_before: Any, slope_after: Any, growth: jax.Array | float = SECANT_GROWTH
+    slope_before: Any,
+    slope_after: Any,
+    growth: jax.Array | float = SECANT_GROWTH,
+    steepening: float = 0.0,
 ) -> jax.Array:
     """Clipped ``log`` of the line minimum's multiple of the last step (module docstring).
 
@@ -86,19 +91,28 @@ def secant_log_multiplier(
       slope_before: ``a = g_{t-1} . u_{t-1}``, the loss's slope along the step where it began.
       slope_after: ``b = g_t . u_{t-1}``, the slope where it ended.
       growth: the bound on ``log m`` (``SECANT_GROWTH`` by default; may be traced).
+      steepening: ``log m`` for a descent step whose slope got steeper along it (``b < a``),
+        at most ``growth``; 0 (the default) makes such a step no evidence. Under minibatch
+        noise a slope difference dominated by noise reads as a curvature of either sign; the
+        positive half gives ``log m < 0`` and the negative half, at 0, none, so ``s`` drifts
+        down on problems that want a longer step. A positive value gives that half evidence
+        for a longer step.
 
     Returns:
-      ``clip(log(a / (a - b)), -SECANT_SHRINK, growth)``, or 0 (no evidence) when the
-      step was not a descent step (``a >= 0``), saw no positive curvature (``b <= a``), or
-      either slope is not finite.
+      ``clip(log(a / (a - b)), -SECANT_SHRINK, growth)``; ``min(steepening, growth)`` when the
+      step was a descent step whose slope got steeper (``b < a``); 0 (no evidence) when it
+      was not a descent step (``a >= 0``), the slope did not change (``b == a``: a constant
+      gradient), or either slope is not finite.
     """
     a = jnp.asarray(slope_before, jnp.float32)
     difference = a - jnp.asarray(slope_after, jnp.float32)  # -(curvature along the step)
-    usable = (a < 0) & (difference < 0) & jnp.isfinite(difference)
+    descent = (a < 0) & jnp.isfinite(difference)
+    usable = descent & (difference < 0)
     safe_a = jnp.where(usable, a, -1.0)
     safe_difference = jnp.where(usable, difference, -1.0)
     log_m = jnp.clip(jnp.log(safe_a / safe_difference), -SECANT_SHRINK, growth)
-    return jnp.where(usable, log_m, 0.0)
+    steeper = descent & (difference > 0)
+    return jnp.where(usable, log_m, jnp.where(steeper, jnp.minimum(steepening, growth), 0.0))
 
 
 def secant_growth_and_rate(count: Any, rate: Any, limit: float) -> tuple[jax.Array, jax.Array]:

@@ -112,7 +112,7 @@ def _meta_train_flags(command: str) -> dict[str, str]:
     return dict(a[2:].split("=", 1) for a in argv[2:])
 
 
-def test_metadata_chains_the_two_phases_and_ships_the_meta_trained_config():
+def test_metadata_chains_the_two_phases_and_records_the_fields_set_after():
     lopt, _ = optax_lopt.load_pretrained("general")
     metadata = optax_lopt.pretrained_metadata("general")
     phase2 = _meta_train_flags(metadata["command"])
@@ -123,11 +123,18 @@ def test_metadata_chains_the_two_phases_and_ships_the_meta_trained_config():
     # Phase 1 had the default (agreement) rule; the secant rule came in phase 2.
     assert "adaptation_rule" not in json.loads(phase1["architecture_config"])
     assert optax_lopt.MLPLOpt().adaptation_rule == "agreement"
-    # The configuration shipped is the one phase 2 meta-trained: nothing was set afterwards.
+    # The configuration shipped is the one phase 2 meta-trained plus the fields set on it
+    # afterwards, which config_changes lists with the values they replaced.
+    changes = metadata["config_changes"]
+    assert changes["fields"] == {"adaptation_steepening": 0.69}
+    assert changes["from"] == {"adaptation_steepening": None}
     shipped = json.loads(json.dumps(dataclasses.asdict(lopt)))  # tuples as JSON lists
-    for field, value in json.loads(phase2["architecture_config"]).items():
+    trained = json.loads(phase2["architecture_config"])
+    for field, value in {**trained, **changes["fields"]}.items():
         assert shipped[field] == value, field
-    assert "config_changes" not in metadata
+    for field, value in changes["from"].items():
+        assert getattr(optax_lopt.MLPLOpt(), field) == value, field
+    assert not set(changes["fields"]) & set(trained)
 
 
 def test_adaptation_rate_is_the_documented_one_and_needs_step_adaptation():
@@ -166,6 +173,7 @@ def test_step_under_a_constant_gradient_shrinks_past_the_training_horizon():
         step_adaptation=None,
         loss_bound=None,
         adaptation_shortening_decay=None,
+        adaptation_steepening=None,
         anneal_after=None,
     )
     unadapted = convergence.constant_gradient_steps(fixed.transform(theta), at=(1000, 10_000))

@@ -294,6 +294,35 @@ def test_secant_state_keeps_the_slope_of_the_last_update():
     chex.assert_tree_all_finite(state.previous_updates)
 
 
+def _noisy_quadratic_scales(steepening, noise, steps=300):
+    """The secant rule's ``s`` per step on ``|x|^2 / 2`` with gradient noise, SGD(0.01) steps."""
+    x = jnp.full(10, 10.0)
+    state = SA.init({"w": x}, rule="secant")
+    rng = np.random.default_rng(0)
+    scales = []
+    for t in range(steps):
+        g = {"w": x + jnp.asarray(noise * rng.standard_normal(10), jnp.float32)}
+        u = {"w": -0.01 * g["w"]}
+        u, state = SA.adapt(
+            state, g, u, 0.5, 0.01, 4.6, rule="secant", count=t, steepening=steepening
+        )
+        x = x + u["w"]
+        scales.append(state.log_scales["w"])
+    return jnp.stack(scales)
+
+
+def test_steepening_counters_the_downward_drift_of_the_scale_under_noise():
+    # Without noise every slope flattens along the step (positive curvature): nothing changes.
+    chex.assert_trees_all_close(
+        _noisy_quadratic_scales(0.69, 0.0), _noisy_quadratic_scales(0.0, 0.0)
+    )
+    # With noise, a slope difference that reads as negative curvature now lengthens the step
+    # instead of being dropped, so the scale settles higher (1.59 against 1.48 here).
+    plain = jnp.mean(_noisy_quadratic_scales(0.0, 1.0)[50:])
+    steepened = jnp.mean(_noisy_quadratic_scales(0.69, 1.0)[50:])
+    assert float(steepened) > float(plain) + 0.05
+
+
 @pytest.mark.parametrize("rule", ["agreement", "secant"])
 def test_mlp_lopt_adaptation_rules_keep_the_update_odd(rule):
     lopt = optax_lopt.MLPLOpt(antisymmetric=True, step_adaptation=0.3, adaptation_rule=rule)
@@ -314,6 +343,12 @@ def test_mlp_lopt_adaptation_rules_keep_the_update_odd(rule):
         ({"loss_bound": 1.0}, "loss_bound"),
         ({"step_adaptation": 0.1, "loss_bound": -1.0}, "loss_bound"),
         ({"adaptation_shortening_decay": 0.1}, "adaptation_shortening_decay"),
+        ({"step_adaptation": 0.1, "adaptation_steepening": 0.5}, "adaptation_steepening"),
+        ({"adaptation_rule": "secant", "adaptation_steepening": 0.5}, "adaptation_steepening"),
+        (
+            {"step_adaptation": 0.1, "adaptation_rule": "secant", "adaptation_steepening": 0.0},
+            "adaptation_steepening",
+        ),
         (
             {"step_adaptation": 0.1, "adaptation_shortening_decay": 1.0},
             "adaptation_shortening_decay",

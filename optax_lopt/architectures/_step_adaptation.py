@@ -41,8 +41,9 @@ The slope difference ``b - a`` is the curvature along the step (a secant, as in 
 Barzilai-Borwein step), so ``s`` moves by ``rate * log m``: a step ten times too short is
 lengthened about ``10 ** rate``-fold at once. ``log m`` is clipped harder for growth than for
 shrinking (grow slowly, back off fast), and a step that was not a descent step (``a >= 0``)
-or that saw no positive curvature (``b <= a``) is no evidence: ``s`` only decays. The first
-``SECANT_EARLY_STEPS`` steps are the exception to slow growth: there ``log m`` may grow as
+or that saw no positive curvature (``b <= a``) is no evidence: ``s`` only decays (with
+``steepening`` set, a slope that got steeper, ``b < a``, is evidence for a longer step).
+The first ``SECANT_EARLY_STEPS`` steps are the exception to slow growth: there ``log m`` may grow as
 fast as it may shrink. A run starts with no estimate of its scale at all, and the mean loss
 of a short run is mostly decided in its first tens of steps, so a problem that rewards
 steps a hundred times the network's own should reach them in a few steps, not ten; past that
@@ -129,6 +130,7 @@ def adapt(
     rule: str = "agreement",
     count: jax.Array | int | None = None,
     shortening_decay: float | None = None,
+    steepening: float = 0.0,
 ) -> tuple[Any, StepAdaptationState]:
     """Scales each leaf of ``updates`` by its adapted ``exp(s)``; returns them and the new state.
 
@@ -150,10 +152,12 @@ def adapt(
         always ``rate`` and ``SECANT_GROWTH``.
       shortening_decay: the pull toward 0 of an ``s`` below 0, in ``[0, 1)``; ``None``:
         ``decay`` on both sides.
+      steepening: with ``rule="secant"``, the ``log m`` of a descent step whose slope got
+        steeper along it (``interpret.secant_step.secant_log_multiplier``); 0: no evidence.
     """
     pull = _pull(decay, shortening_decay)
     if rule == "secant":
-        return _adapt_by_secant(state, grads, updates, rate, pull, limit, count)
+        return _adapt_by_secant(state, grads, updates, rate, pull, limit, count, steepening)
     agreement = cosine if granularity == "tensor" else sign_agreement
 
     def new_scale(s, g, previous):
@@ -171,14 +175,15 @@ def _pull(decay: float, shortening_decay: float | None):
     return lambda s: jnp.where(s < 0, shortening_decay, decay)
 
 
-def _adapt_by_secant(state, grads, updates, rate, pull, limit, count):
+def _adapt_by_secant(state, grads, updates, rate, pull, limit, count, steepening):
     """`adapt` with ``rule="secant"``: ``s`` moves by ``rate * log m`` (module docstring)."""
     growth = SECANT_GROWTH
     if count is not None:
         growth, rate = secant_growth_and_rate(count, rate, limit)
 
     def new_scale(s, g, previous, slope_before):
-        log_m = secant_log_multiplier(slope_before, finite_slope(g, previous), growth)
+        slope_after = finite_slope(g, previous)
+        log_m = secant_log_multiplier(slope_before, slope_after, growth, steepening)
         return jnp.clip((1.0 - pull(s)) * s + rate * log_m, -limit, limit)
 
     log_scales = jax.tree.map(

@@ -149,6 +149,14 @@ class MLPLOpt(LearnedOptimizer):
         estimate of its scale; at the second update, the first evidence, by the whole
         ``log m``: a line search along the first step), so a step ten times too short is
         lengthened in a step or two rather than a few tens.
+      adaptation_steepening: if set (positive, with ``adaptation_rule="secant"``), a descent
+        step whose slope got steeper along it (``b < a``, no line minimum ahead) moves ``s``
+        up by ``rate * adaptation_steepening`` (at most the growth bound) instead of being no
+        evidence. Under minibatch noise the slope difference reads as a curvature of either
+        sign: without this only the positive half counts and it only ever shortens, so the
+        scale drifts below what the problem wants
+        (``interpret.secant_step.secant_log_multiplier``). A constant gradient (``b == a``)
+        stays no evidence. ``None`` (default): 0.
       loss_bound: if set (a positive number, with ``step_adaptation``), the adaptation may
         lengthen the steps only while the update's predicted decrease ``-g . u`` is at most
         ``loss_bound`` times the loss passed as ``value=`` (see ``_loss_bound``): a loss
@@ -188,6 +196,7 @@ class MLPLOpt(LearnedOptimizer):
     adaptation_limit: float = 4.6
     adaptation_granularity: str = "tensor"
     adaptation_rule: str = "agreement"
+    adaptation_steepening: float | None = None
     loss_bound: float | None = None
 
     def __post_init__(self) -> None:
@@ -217,6 +226,7 @@ class MLPLOpt(LearnedOptimizer):
                     n, v, step_scale.GRANULARITIES
                 ),
                 "adaptation_rule": lambda n, v: _checks.one_of(n, v, _step_adaptation.RULES),
+                "adaptation_steepening": F.optional(_checks.positive),
                 "loss_bound": F.optional(_checks.positive),
             },
         )
@@ -225,7 +235,12 @@ class MLPLOpt(LearnedOptimizer):
                 'adaptation_rule: "secant" compares whole tensors and needs '
                 f'adaptation_granularity="tensor", got {self.adaptation_granularity!r}.'
             )
-        for field in ("adaptation_shortening_decay", "loss_bound"):
+        if self.adaptation_steepening is not None and self.adaptation_rule != "secant":
+            raise ValueError(
+                "adaptation_steepening: acts on the secant rule and needs adaptation_rule="
+                f'"secant"; got {self.adaptation_rule!r}.'
+            )
+        for field in ("adaptation_shortening_decay", "adaptation_steepening", "loss_bound"):
             value = getattr(self, field)
             if value is not None and self.step_adaptation is None:
                 raise ValueError(
@@ -367,6 +382,7 @@ class MLPLOpt(LearnedOptimizer):
             self.adaptation_rule,
             count=state.count,
             shortening_decay=self.adaptation_shortening_decay,
+            steepening=self.adaptation_steepening or 0.0,
         )
 
     def _bound(self, updates, grads, adaptation, value):

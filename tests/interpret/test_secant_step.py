@@ -38,6 +38,23 @@ def test_secant_log_multiplier_known_values(a, b, expected):
     chex.assert_trees_all_close(got, jnp.float32(expected), atol=1e-6)
 
 
+@pytest.mark.parametrize(
+    "a, b, growth, expected",
+    [
+        (-1.0, -2.0, 1.0, 0.5),  # the slope got steeper: evidence for a longer step
+        (-1.0, -2.0, 0.2, 0.2),  # at most the growth bound
+        (-1.0, -1.0, 1.0, 0.0),  # a constant gradient is still no evidence
+        (-1.0, -0.5, 1.0, np.log(2.0)),  # a line minimum ahead: unchanged
+        (-1.0, 1.0, 1.0, np.log(0.5)),  # an overshoot: unchanged
+        (1.0, 2.0, 1.0, 0.0),  # not a descent step: no evidence
+        (-1.0, -np.inf, 1.0, 0.0),
+    ],
+)
+def test_steepening_makes_a_steeper_slope_evidence_for_a_longer_step(a, b, growth, expected):
+    got = SS.secant_log_multiplier(jnp.float32(a), jnp.float32(b), growth, steepening=0.5)
+    chex.assert_trees_all_close(got, jnp.float32(expected), atol=1e-6)
+
+
 def test_per_coordinate_line_search_lands_on_the_minimum_of_a_diagonal_quadratic():
     # f = sum h_i x_i^2 / 2 under SGD(eta): the first step's secant is 1 / (h_i eta) per
     # coordinate (5 and 20 here), taken whole at the second update, so the second step lands
