@@ -226,9 +226,11 @@ def step_adaptation_finding(r: interpret.Report) -> str:
     rate, decay = adaptation
     without = r.distilled.ablations["step adaptation"].r2
     if r.distilled.spec.adaptation_rule == "secant":
+        steepening = r.distilled.spec.adaptation_steepening
+        steeper = f", a steeper slope read as m = e^{_f(steepening)}" if steepening else ""
         rule = (
             f"the step moves toward the secant's line minimum m along the last step, by "
-            f"m^{_f(rate)} per step (decay {_f(decay)}; the first evidence taken whole)"
+            f"m^{_f(rate)} per step (decay {_f(decay)}; the first evidence taken whole{steeper})"
         )
     else:
         rule = (

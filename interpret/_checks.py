@@ -87,6 +87,13 @@ def positive(name: str, value: Any) -> float:
     return float(value)
 
 
+def non_negative(name: str, value: Any) -> float:
+    """``value`` as a finite non-negative ``float``."""
+    if not (np.isfinite(value) and value >= 0):
+        raise ValueError(f"{name}: expected a non-negative number, got {value!r}.")
+    return float(value)
+
+
 def optional_positive(name: str, value: Any) -> float | None:
     """None, or ``value`` as a finite positive ``float``."""
     return None if value is None else positive(name, value)

@@ -88,6 +88,7 @@ ADAPTATION_RULES = ("agreement", "secant")
 """The step-adaptation rules `distill` can find (`Spec.adaptation_rule`)."""
 
 _ADAPTATION_RATES = {"agreement": (0.01, 0.03, 0.1, 0.3), "secant": (0.1, 0.3, 1.0)}
+_STEEPENINGS = {"agreement": (0.0,), "secant": (0.0, float(np.log(2.0)))}
 _FINE_DECAYS = (0.0, 0.003, 0.01, 0.03, 0.1)
 _ADAPTATION_DECAYS = _FINE_DECAYS[::2]  # (0, 0.01, 0.1): the coarse grid's decays
 _PARSIMONY = 2e-3
@@ -107,6 +108,7 @@ class Spec:
     schedule: bool = True
     adaptation: tuple[float, float] | None = None  # (rate, decay) of the step adaptation
     adaptation_rule: str = "agreement"  # one of ADAPTATION_RULES, when adaptation is set
+    adaptation_steepening: float = 0.0  # the secant rule's steepening (secant_log_multiplier)
 
     @property
     def mechanisms(self) -> tuple[str, ...]:
@@ -328,8 +330,12 @@ def _fit(spec: Spec, g: np.ndarray, u: np.ndarray, fits: int = _SELF_CONSISTENT_
 
 def _step_factor(spec: Spec, g: np.ndarray, driver: np.ndarray) -> np.ndarray:
     """``exp(s_t)`` of ``spec``'s step adaptation when ``driver`` are the previous updates."""
-    replay = secant_log_scales if spec.adaptation_rule == "secant" else agreement_log_scales
-    return np.exp(replay(g, driver, *spec.adaptation))
+    if spec.adaptation_rule == "secant":
+        rate, decay = spec.adaptation
+        return np.exp(
+            secant_log_scales(g, driver, rate, decay, steepening=spec.adaptation_steepening)
+        )
+    return np.exp(agreement_log_scales(g, driver, *spec.adaptation))
 
 
 def _sign_output(spec: Spec, feats: list[np.ndarray]) -> bool:
@@ -393,10 +399,15 @@ def _build(spec: Spec, betas, weights, scales, schedule_steps) -> Distilled:
     description = " -> ".join(words)
     if spec.adaptation is not None:
         rate, decay = spec.adaptation
-        rule = spec.adaptation_rule
-        wrap = adapt_step_by_secant if rule == "secant" else adapt_step_by_agreement
-        tx = wrap(tx, rate, decay)
-        description = f"adapt_step_by_{rule}(rate {rate:.3g}, decay {decay:.3g}; {description})"
+        rule, steepening = spec.adaptation_rule, spec.adaptation_steepening
+        if rule == "secant":
+            tx = adapt_step_by_secant(tx, rate, decay, steepening=steepening)
+        else:
+            tx = adapt_step_by_agreement(tx, rate, decay)
+        knobs = f"rate {rate:.3g}, decay {decay:.3g}"
+        if steepening:
+            knobs += f", steepening {steepening:.3g}"
+        description = f"adapt_step_by_{rule}({knobs}; {description})"
     return Distilled(
         tx=tx,
         description=description,
@@ -422,7 +433,9 @@ def _without(spec: Spec, mechanism: str) -> Spec:
     if mechanism == "momentum":  # no memory: the (mapped) gradient itself
         return dataclasses.replace(spec, betas=(0.0,))
     if mechanism == "step adaptation":
-        return dataclasses.replace(spec, adaptation=None, adaptation_rule="agreement")
+        return dataclasses.replace(
+            spec, adaptation=None, adaptation_rule="agreement", adaptation_steepening=0.0
+        )
     raise ValueError(f"mechanism: expected one of {MECHANISMS}, got {mechanism!r}.")
 
 
@@ -501,7 +514,8 @@ def distill(
     adapted = [a for base in bases for a in _adaptations(base[1], bank, _coarse())]
     best = _best_candidate(adapted, g, u, incumbent=best)
     if best[1].adaptation is not None:
-        finer = _finer(best[1].adaptation_rule, *best[1].adaptation)
+        chosen = best[1]
+        finer = _finer(chosen.adaptation_rule, *chosen.adaptation, chosen.adaptation_steepening)
         best = _best_candidate(_adaptations(best[1], bank, finer), g, u, incumbent=best)
     r2, spec, w, s, fitted = best
     best = dataclasses.replace(
@@ -556,28 +570,31 @@ def _scored(spec: Spec, fit) -> tuple:
 
 
 def _adaptations(spec: Spec, bank: tuple[float, ...], choices):
-    """``spec``, refitted over the whole bank of decays, with each ``(rule, (rate, decay))``
-    of ``choices`` as its step adaptation."""
+    """``spec``, refitted over the whole bank of decays, with each
+    ``(rule, (rate, decay), steepening)`` of ``choices`` as its step adaptation."""
     base = dataclasses.replace(spec, betas=bank)
-    for rule, pair in choices:
-        yield dataclasses.replace(base, adaptation=pair, adaptation_rule=rule)
+    for rule, pair, steepening in choices:
+        yield dataclasses.replace(
+            base, adaptation=pair, adaptation_rule=rule, adaptation_steepening=steepening
+        )
 
 
 def _coarse():
-    """Every rule with each of its coarse rates and the coarse decays."""
+    """Every rule with each of its coarse rates, the coarse decays and its steepenings."""
     for rule in ADAPTATION_RULES:
-        for pair in itertools.product(_ADAPTATION_RATES[rule], _ADAPTATION_DECAYS):
-            yield rule, pair
+        grid = itertools.product(_ADAPTATION_RATES[rule], _ADAPTATION_DECAYS, _STEEPENINGS[rule])
+        for rate, decay, steepening in grid:
+            yield rule, (rate, decay), steepening
 
 
-def _finer(rule: str, rate: float, decay: float):
+def _finer(rule: str, rate: float, decay: float, steepening: float):
     """Rates within a factor 2 of ``rate`` (quarter octaves) and the decays next to ``decay``,
-    same rule: the coarse grid's choice made finer, without that choice itself (already
-    fitted)."""
+    same rule and steepening: the coarse grid's choice made finer, without that choice itself
+    (already fitted)."""
     i = _FINE_DECAYS.index(decay)
     for k, d in itertools.product(range(-4, 5), _FINE_DECAYS[max(0, i - 1) : i + 2]):
         if (k, d) != (0, decay):
-            yield rule, (float(rate * 2.0 ** (k / 4)), d)
+            yield rule, (float(rate * 2.0 ** (k / 4)), d), steepening
 
 
 def _ablations(spec: Spec, mechanisms, g, u, schedule_steps) -> dict[str, Distilled]:

@@ -139,6 +139,7 @@ def adapt_step_by_secant(
     decay: float = 0.0,
     limit: float = DEFAULT_LIMIT,
     granularity: str = "coordinate",
+    steepening: float = 0.0,
 ) -> optax.GradientTransformationExtraArgs:
     """``inner``'s update times ``exp(s)``, ``s`` moved toward the secant's line minimum.
 
@@ -150,6 +151,8 @@ def adapt_step_by_secant(
       limit: the bound on ``abs(s)``, positive.
       granularity: ``"coordinate"`` (the slopes entry by entry) or ``"tensor"`` (dot products
         over each tensor).
+      steepening: ``log m`` when the slope got steeper along the step (`secant_log_multiplier`),
+        non-negative; 0: no evidence.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; a non-finite gradient entry is no evidence
@@ -158,6 +161,7 @@ def adapt_step_by_secant(
     rate = _checks.positive("rate", rate)
     limit = _checks.positive("limit", limit)
     decay = _checks.in_unit_interval("decay", decay, allow_zero=True)
+    steepening = _checks.non_negative("steepening", steepening)
     per_tensor = _checks.one_of("granularity", granularity, GRANULARITIES) == "tensor"
     inner = optax.with_extra_args_support(inner)
     shape = (lambda p: ()) if per_tensor else jnp.shape
@@ -178,7 +182,7 @@ def adapt_step_by_secant(
 
         def one(g, u, s, previous, slope_before):
             slope_after = finite_slope(g, previous, per_tensor)
-            log_m = secant_log_multiplier(slope_before, slope_after, growth)
+            log_m = secant_log_multiplier(slope_before, slope_after, growth, steepening)
             s = jnp.clip((1.0 - decay) * s + step_rate * log_m, -limit, limit)
             out = (u * jnp.exp(s)).astype(jnp.asarray(u).dtype)
             kept = jnp.where(jnp.isfinite(out), out, 0.0).astype(jnp.float32)
@@ -198,7 +202,12 @@ def adapt_step_by_secant(
 
 
 def secant_log_scales(
-    g: np.ndarray, u: np.ndarray, rate: float, decay: float, limit: float = DEFAULT_LIMIT
+    g: np.ndarray,
+    u: np.ndarray,
+    rate: float,
+    decay: float,
+    limit: float = DEFAULT_LIMIT,
+    steepening: float = 0.0,
 ) -> np.ndarray:
     """The ``s_t`` the coordinate rule would hold at each step, given the updates ``u`` taken.
 
@@ -213,6 +222,7 @@ def secant_log_scales(
       rate: the rule's rate.
       decay: the rule's decay.
       limit: the rule's bound on ``abs(s)``.
+      steepening: the rule's ``log m`` when the slope got steeper (`secant_log_multiplier`).
 
     Returns:
       ``(T, K)`` log scales (the factor of step ``t`` is ``exp(s_t)``).
@@ -221,8 +231,10 @@ def secant_log_scales(
     before = np.concatenate([np.zeros_like(u[:1]), g[:-1] * u[:-1]])
     difference = before - g * previous
     usable = (before < 0) & (difference < 0)
+    steeper = (before < 0) & (difference > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
         log_m = np.where(usable, np.log(np.where(usable, before / difference, 1.0)), 0.0)
+    log_m = np.where(steeper, _checks.non_negative("steepening", steepening), log_m)
     s, out = np.zeros(g.shape[1:]), np.empty(g.shape, np.float64)
     for t in range(len(g)):
         if t == SECANT_LINE_SEARCH_COUNT:

@@ -92,19 +92,27 @@ def test_a_linear_loss_is_no_evidence():
     chex.assert_trees_all_close(states[-1].log_scale, jnp.zeros(1))
 
 
-def test_the_replay_reproduces_the_rule_on_noisy_gradients():
+@pytest.mark.parametrize("steepening", [0.0, np.log(2.0)])
+def test_the_replay_reproduces_the_rule_on_noisy_gradients(steepening):
     key = jax.random.key(0)
     noise = jax.random.normal(key, (60, 3))
-    tx = interpret.adapt_step_by_secant(optax.sgd(0.05, momentum=0.9), rate=0.4, decay=0.02)
+    tx = interpret.adapt_step_by_secant(
+        optax.sgd(0.05, momentum=0.9), rate=0.4, decay=0.02, steepening=steepening
+    )
     state, x, gs, us, ss = tx.init(jnp.zeros(3)), jnp.ones(3), [], [], []
     for t in range(60):
         g = jnp.array([1.0, 3.0, 0.3]) * x + 0.3 * noise[t]
         u, state = tx.update(g, state, x)
         x = x + u
         gs.append(g), us.append(u), ss.append(state.log_scale)
-    replay = interpret.secant_log_scales(np.array(gs), np.array(us), 0.4, 0.02)
+    replay = interpret.secant_log_scales(
+        np.array(gs), np.array(us), 0.4, 0.02, steepening=steepening
+    )
     np.testing.assert_allclose(replay, np.array(ss), atol=1e-4)
     assert np.ptp(replay) > 1.0  # the rule moved: the comparison is not of zeros
+    if steepening:  # and the steeper slopes moved it: without them the replay differs
+        plain = interpret.secant_log_scales(np.array(gs), np.array(us), 0.4, 0.02)
+        assert np.max(np.abs(plain - replay)) > 0.1
 
 
 def test_non_finite_gradients_never_reach_the_state():
@@ -119,22 +127,27 @@ def test_non_finite_gradients_never_reach_the_state():
 @pytest.mark.parametrize(
     "kwargs, name",
     [({"rate": 0.0}, "rate"), ({"rate": 0.5, "decay": 1.0}, "decay"),
-     ({"rate": 0.5, "limit": -1.0}, "limit"), ({"rate": 0.5, "granularity": "row"}, "granularity")],
+     ({"rate": 0.5, "limit": -1.0}, "limit"), ({"rate": 0.5, "granularity": "row"}, "granularity"),
+     ({"rate": 0.5, "steepening": -0.1}, "steepening")],
 )  # fmt: skip
 def test_bad_arguments_are_named(kwargs, name):
     with pytest.raises(ValueError, match=name):
         interpret.adapt_step_by_secant(optax.sgd(0.1), **kwargs)
-    if name in ("rate", "decay", "limit"):
+    if name in ("rate", "decay", "limit", "steepening"):
         with pytest.raises(ValueError, match=name):
             interpret.secant_log_scales(np.ones((3, 1)), np.ones((3, 1)), **{"rate": 0.5,
                                         "decay": 0.0, **kwargs})  # fmt: skip
 
 
-def test_distill_finds_the_secant_rule_of_an_adapted_momentum_sgd():
-    tx = interpret.adapt_step_by_secant(optax.sgd(0.05, momentum=0.8), rate=0.3, decay=0.01)
+@pytest.mark.parametrize("steepening", [0.0, np.log(2.0)])
+def test_distill_finds_the_secant_rule_of_an_adapted_momentum_sgd(steepening):
+    tx = interpret.adapt_step_by_secant(
+        optax.sgd(0.05, momentum=0.8), rate=0.3, decay=0.01, steepening=steepening
+    )
     d = interpret.distill(tx)
     assert "step adaptation" in d.mechanisms and "momentum" in d.mechanisms, d.description
     assert d.spec.adaptation_rule == "secant", d.description
+    assert d.spec.adaptation_steepening == pytest.approx(steepening), d.description
     assert d.spec.adaptation == pytest.approx((0.3, 0.01)) and d.r2 > 0.999
     assert d.ablations["step adaptation"].r2 < d.r2 - 0.05
     g = jax.random.normal(jax.random.key(1), (40, 3))
