@@ -228,13 +228,14 @@ def secant_log_scales(
       ``(T, K)`` log scales (the factor of step ``t`` is ``exp(s_t)``).
     """
     g, u, previous, rate, decay, limit = _checks.replay_arguments(g, u, rate, decay, limit)
+    steepening = _checks.non_negative("steepening", steepening)
     before = np.concatenate([np.zeros_like(u[:1]), g[:-1] * u[:-1]])
     difference = before - g * previous
     usable = (before < 0) & (difference < 0)
     steeper = (before < 0) & (difference > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
         log_m = np.where(usable, np.log(np.where(usable, before / difference, 1.0)), 0.0)
-    log_m = np.where(steeper, _checks.non_negative("steepening", steepening), log_m)
+    log_m = np.where(steeper, steepening, log_m)
     s, out = np.zeros(g.shape[1:]), np.empty(g.shape, np.float64)
     for t in range(len(g)):
         if t == SECANT_LINE_SEARCH_COUNT:
